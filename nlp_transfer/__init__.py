@@ -1,0 +1,16 @@
+"""nlp-transfer: transfer learning on text with BERT-family encoders.
+
+Fine-tune on a CSV, evaluate, write a standard Hugging Face model folder with a model card::
+
+    from nlp_transfer import TrainConfig, train
+    result = train(TrainConfig(train_file="train.csv", test_file="test.csv", output_dir="runs/my-model"))
+"""
+
+__version__ = "0.1.0"
+
+from .config import DEFAULT_MODEL, TrainConfig  # noqa: E402
+from .errors import UserInputError  # noqa: E402
+from .evaluation import evaluate_model  # noqa: E402
+from .trainer import TrainResult, train  # noqa: E402
+
+__all__ = ["DEFAULT_MODEL", "TrainConfig", "TrainResult", "UserInputError", "evaluate_model", "train", "__version__"]

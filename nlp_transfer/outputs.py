@@ -1,0 +1,71 @@
+"""The output folder: written whole or not at all.
+
+A run writes into a hidden sibling, ``<parent>/.<name>.incomplete/``, and renames it to
+``<parent>/<name>`` only when the model, metrics and card are all there. A crash therefore never
+leaves a folder that looks like a finished model; checkpoints of an unfinished run stay in the
+staging folder, where ``--resume`` finds them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from pathlib import Path
+
+from .errors import UserInputError
+
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
+
+
+def holds_model(path: Path) -> bool:
+    """Whether ``path`` is a folder with model files in it."""
+    return path.is_dir() and any((path / name).exists() for name in MODEL_FILES)
+
+
+class OutputDir:
+    """A model folder that appears atomically.
+
+    Args:
+        path: the final folder (``--output-dir``).
+        overwrite: replace a folder that already holds a model.
+    """
+
+    def __init__(self, path: str | Path, overwrite: bool = False):
+        self.path = Path(path)
+        self.overwrite = overwrite
+        self.staging = self.path.parent / f".{self.path.name}.incomplete"
+
+    def check(self) -> None:
+        """Refuse, before any work, an output path that would destroy something."""
+        if self.path.exists() and not self.path.is_dir():
+            raise UserInputError(f"--output-dir {str(self.path)!r} is a file; pass a folder path.")
+        if holds_model(self.path) and not self.overwrite:
+            raise UserInputError(
+                f"--output-dir {str(self.path)!r} already holds a model; pass --overwrite to replace it "
+                "or choose another --output-dir."
+            )
+        if self.path.is_dir() and any(self.path.iterdir()) and not holds_model(self.path):
+            raise UserInputError(
+                f"--output-dir {str(self.path)!r} is a non-empty folder that holds no model; "
+                "choose an empty or new folder so none of its files are replaced."
+            )
+
+    def create_staging(self) -> Path:
+        """Create (or reuse, when resuming) the staging folder and return it."""
+        self.staging.mkdir(parents=True, exist_ok=True)
+        return self.staging
+
+    def commit(self) -> Path:
+        """Move the finished staging folder into place, replacing an old model if allowed."""
+        old = None
+        if self.path.exists():
+            old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
+            self.path.rename(old)
+        self.staging.rename(self.path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the staging folder (a run that failed before it had anything worth keeping)."""
+        shutil.rmtree(self.staging, ignore_errors=True)

@@ -1,0 +1,68 @@
+"""A seeded, epoch-shuffled sampler that groups texts of similar length.
+
+Dynamic padding pads each batch to its longest text; if a batch mixes a 10-token and a
+200-token text, 95% of the short one's compute is padding. This sampler shuffles all rows,
+cuts the order into "mega-batches" of ``batch_size * mega_batch_factor`` rows, sorts each by
+length, slices it into batches and shuffles the batch order. Batches stay random across the
+epoch, yet their texts have similar lengths.
+
+It yields row indices (a plain ``Sampler``) in an order where every consecutive
+``batch_size`` run is one length group, so a standard ``BatchSampler`` on top of it gives the
+grouped batches, and ``accelerate`` shards those batches across processes as it does for any
+``DataLoader``. ``set_epoch`` is called by ``accelerate`` (or the trainer) each epoch.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+
+class LengthGroupedSampler(Sampler[int]):
+    """Row indices, shuffled per epoch, in length-grouped runs of ``batch_size``.
+
+    Args:
+        lengths: token count of each row.
+        batch_size: rows per batch the order is grouped for.
+        seed: base seed; the permutation of epoch ``e`` depends only on ``seed`` and ``e``.
+        mega_batch_factor: batches per sorted group; larger groups give less padding but less randomness.
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batch_factor: int = 50):
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.mega_batch_factor = mega_batch_factor
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the epoch whose order ``__iter__`` yields."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def order(self) -> np.ndarray:
+        """The full index order of the current epoch."""
+        rng = np.random.default_rng([self.seed, self.epoch])
+        perm = rng.permutation(len(self.lengths))
+        mega = self.batch_size * self.mega_batch_factor
+        batches: list[np.ndarray] = []
+        for start in range(0, len(perm), mega):
+            chunk = perm[start : start + mega]
+            # Stable sort, longest first, so the order is reproducible for equal lengths.
+            chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
+            batches.extend(chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size))
+        # The last batch of the epoch may be short: keep it last so every other batch is full,
+        # which keeps per-process batch shapes equal under distributed sharding.
+        full = [b for b in batches if len(b) == self.batch_size]
+        short = [b for b in batches if len(b) < self.batch_size]
+        full = [full[i] for i in rng.permutation(len(full))]
+        if not full and not short:
+            return np.zeros(0, dtype=np.int64)
+        return np.concatenate(full + short)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.order().tolist())

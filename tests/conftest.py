@@ -1,0 +1,113 @@
+"""Shared fixtures: a tiny random BERT (built once per session) and small CSV factories.
+
+Unit tests train a 2-layer, 32-wide BERT on synthetic keyword data in seconds; the real
+packaged encoder and ``../shared/data`` are used only by tests marked ``integration``/``slow``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(os.environ.get("NLP_TRANSFER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+POSITIVE = ["good", "great", "excellent", "happy", "wonderful", "love"]
+NEGATIVE = ["bad", "awful", "terrible", "sad", "horrible", "hate"]
+FILLER = ["the", "movie", "was", "a", "and", "film", "story", "it", "plot", "actors", "really", "very", "this"]
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow") or "slow" in (config.getoption("-m") or ""):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (or -m slow)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def requires_shared_data(*parts: str) -> Path:
+    """Path under ../shared/data, or skip the test with the reason when it is absent."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data not available: {path} is missing (../shared/data is only on developer/CI machines)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A randomly initialised 2-layer BERT encoder with the real MiniLM tokenizer, saved once."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from nlp_transfer.modeling import resolve_model
+    from nlp_transfer.config import DEFAULT_MODEL
+
+    path = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    BertModel(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
+def synthetic_rows(n: int, seed: int = 0, labels=("neg", "pos")) -> list[tuple[str, str]]:
+    """Keyword-sentiment rows: the label is decided by which word list the text draws from."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = labels[i % len(labels)]
+        keywords = POSITIVE if label == labels[-1] else NEGATIVE
+        words = rng.sample(FILLER, rng.randint(2, 8)) + rng.sample(keywords, 2)
+        rng.shuffle(words)
+        rows.append((" ".join(words), label))
+    rng.shuffle(rows)
+    return rows
+
+
+def write_csv(path: Path, rows, header=("text", "label"), **kwargs) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding=kwargs.pop("encoding", "utf-8"), newline="") as fh:
+        writer = csv.writer(fh, **kwargs)
+        if header is not None:
+            writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture
+def sentiment_csvs(tmp_path) -> dict[str, Path]:
+    """Train/validation/test CSVs of synthetic keyword sentiment."""
+    return {
+        "train": write_csv(tmp_path / "train.csv", synthetic_rows(240, seed=1)),
+        "validation": write_csv(tmp_path / "validation.csv", synthetic_rows(60, seed=2)),
+        "test": write_csv(tmp_path / "test.csv", synthetic_rows(80, seed=3)),
+    }
+
+
+@pytest.fixture
+def tiny_config(tiny_model_dir, sentiment_csvs, tmp_path):
+    """A TrainConfig factory for fast runs of the tiny model on the synthetic data."""
+    from nlp_transfer import TrainConfig
+
+    def make(**overrides):
+        values = dict(
+            train_file=str(sentiment_csvs["train"]), validation_file=str(sentiment_csvs["validation"]),
+            test_file=str(sentiment_csvs["test"]), model=tiny_model_dir, output_dir=str(tmp_path / "model"),
+            epochs=4, batch_size=16, learning_rate=2e-3, max_length=32, seed=7,
+        )
+        values.update(overrides)
+        return TrainConfig(**values)
+
+    return make
