@@ -69,7 +69,7 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None) -> dict[s
             metric_type=name.split("_")[0],
             metric_name=name,
             metric_config=name.split("_")[1] if "_" in name else None,
-            metric_value=round(float(metrics[split][name]), 6),
+            metric_value=float(metrics[split][name]),
         )
         for name in CARD_METRICS
     ]
@@ -92,12 +92,19 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None) -> dict[s
     )
     hyperparameters = {k: config[k] for k in hyper_keys if k in config and config[k] is not None}
     is_hub_id = not Path(base_model).exists()
+    data_files = {
+        split: Path(config[key]).name
+        for split, key in (("train", "train_file"), ("validation", "validation_file"), ("test", "test_file"))
+        if config.get(key)
+    }
     return {
         "card_data": card_data,
         "model_name": model_name,
         "model_ref": repo_id or str(directory),
-        "base_model": base_model,
-        "base_model_url": f"https://huggingface.co/{base_model}" if is_hub_id else base_model,
+        # A local encoder folder means nothing to a reader on the Hub: show its name, without a link.
+        "base_model": base_model if is_hub_id else Path(base_model).name,
+        "base_model_url": f"https://huggingface.co/{base_model}" if is_hub_id else None,
+        "data_files": data_files,
         "strategy_description": _STRATEGIES.get(strategy, strategy),
         "labels": summary["labels"],
         "label_counts": summary["label_counts"],
@@ -119,11 +126,41 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None) -> dict[s
         "train_runtime_s": summary.get("train_runtime_s", 0.0),
         "hardware": summary.get("hardware", "unknown hardware"),
         "versions": summary.get("versions", {}),
-        "command": summary.get("command") or "nlp-transfer train ...",
+        "command": summary.get("command") or train_command(config),
         "max_length": config["max_length"],
         "truncated_fraction": summary.get("truncated_fraction", 0.0),
         "default_model": base_model == DEFAULT_MODEL,
     }
+
+
+# Settings that do not change the trained model, left out of the reproduce command.
+_NOT_REPRODUCED = ("output_dir", "overwrite", "resume", "push_to_hub", "hub_private")
+
+
+def train_command(config: dict[str, Any]) -> str:
+    """The ``nlp-transfer train`` command line that trains the model ``config`` describes.
+
+    Used for the card's "reproduce" section when the run was started from Python: the CLI and
+    the API take the same settings, so the command is exact. Settings at their default are left out.
+    """
+    import dataclasses
+    import shlex
+
+    from .config import TrainConfig
+
+    words = ["nlp-transfer", "train", config["train_file"]]
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "train_file" or f.name in _NOT_REPRODUCED or f.name not in config:
+            continue
+        value = config[f.name]
+        if value == f.default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            words.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            words += [flag, str(value)]
+    return shlex.join(words)
 
 
 def render_card(directory: str | Path, repo_id: Optional[str] = None) -> ModelCard:

@@ -1,0 +1,312 @@
+"""Push a trained model folder to the Hugging Face Hub (or any server speaking its API).
+
+``push_to_hub(dir, "my-org/sentiment-minilm")`` creates the repo if needed and uploads, in one
+commit, exactly the files someone needs to use the model: weights and config, tokenizer, the model
+card and the three JSON records of the run (``HUB_FILES``); never checkpoints, caches or
+optimizer states. The endpoint is ``HF_ENDPOINT`` (default https://huggingface.co); the token is
+``--token`` / ``token=``, else ``HF_TOKEN``, else the login cached by ``hf auth login``.
+
+Decisions worth knowing:
+
+* The card on the Hub is rendered for the repo (its title and usage snippets name the repo id).
+  It is rendered into a temporary staging folder that also holds links to the model files, so
+  pushing never modifies the local folder; ``nlp-transfer card DIR --repo-id ID`` rewrites the
+  local ``README.md`` the same way if wanted.
+* Files of ``HUB_FILES`` that are on the Hub but no longer in the folder are deleted in the same
+  commit, so the repo always mirrors the folder; other files in the repo are left alone.
+* The token is only ever passed to ``huggingface_hub``: it is not written to any file, log line
+  or message (messages are scrubbed, and a staged file that contains it stops the push).
+* Failures raise :class:`PushError`, a :class:`UserInputError`, so the CLI prints one line and
+  exits with code 2: the fix (log in, correct the repo id, check the network) is the user's.
+  Network errors are retried with exponential back-off first; the local folder is never touched.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+import huggingface_hub
+from huggingface_hub import HfApi
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+
+from . import __version__
+from .errors import UserInputError
+from .model_card import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, render_card, reported_split
+
+try:  # the HTTP client of huggingface_hub 2.x; 1.x used httpx
+    import httpx2 as _http
+except ImportError:  # pragma: no cover
+    import httpx as _http
+
+logger = logging.getLogger(__name__)
+
+# What a pushed repo holds. Glob patterns relative to the model folder (fnmatch, like
+# ``upload_folder``'s allow_patterns); sharded weights come with their index.
+HUB_FILES = (
+    "config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "tokenizer.model",
+    "README.md",
+    METRICS_FILE,
+    CONFIG_FILE,
+    SUMMARY_FILE,
+)
+WEIGHT_FILES = ("model.safetensors", "model-*-of-*.safetensors")
+LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`), set HF_TOKEN, or pass --token"
+
+# Hub repo names: letters, digits, '-', '_', '.'; no leading/trailing '-' or '.', no '--' or '..'.
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_REPO_ID = re.compile(rf"^{_NAME}/{_NAME}$")
+
+T = TypeVar("T")
+
+
+class PushError(UserInputError):
+    """A push that could not be done: not logged in, no write access, bad repo id, network down.
+
+    A :class:`UserInputError`, so the CLI prints the message on one line and exits with code 2.
+    The message never contains the token.
+    """
+
+
+@dataclass
+class PushResult:
+    """Where a push went: the repo, its web address and the commit it made."""
+
+    repo_id: str
+    revision: str
+    url: str
+    commit_url: str
+    commit_oid: str
+    files: list[str] = field(default_factory=list)
+
+
+def check_repo_id(repo_id: str) -> str:
+    """Return ``repo_id`` if it has the form ``namespace/name``; raise :class:`PushError` otherwise."""
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise PushError(
+            f"repo id {repo_id!r} is not of the form namespace/name (e.g. my-org/sentiment-minilm): a user or "
+            "organisation name, one '/', and a repo name made of letters, digits, '-', '_' and '.' (at most 96 "
+            "characters each, no '--' or '..')."
+        )
+    return repo_id
+
+
+def resolve_token(token: Optional[str] = None) -> str:
+    """The token to push with: ``token``, else ``HF_TOKEN``, else the cached login.
+
+    Raises:
+        PushError: there is none (the message says how to log in).
+    """
+    token = token or huggingface_hub.get_token()
+    if not token:
+        raise PushError(f"no Hugging Face token found: pushing needs a token with write access; {LOGIN_HINT}.")
+    return token
+
+
+def hub_files(directory: str | Path, include: Sequence[str] = ()) -> list[str]:
+    """The files of a model folder that a push uploads (``HUB_FILES`` plus ``include`` patterns), sorted."""
+    directory = Path(directory)
+    patterns = (*HUB_FILES, *include)
+    found = []
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        rel = path.relative_to(directory).as_posix()
+        if any(fnmatch.fnmatchcase(rel, pattern) for pattern in patterns):
+            found.append(rel)
+    return found
+
+
+def push_to_hub(
+    model_dir: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: Optional[str] = None,
+    commit_message: Optional[str] = None,
+    token: Optional[str] = None,
+    endpoint: Optional[str] = None,
+    include: Sequence[str] = (),
+    retries: int = 3,
+    backoff_s: float = 1.0,
+) -> PushResult:
+    """Upload a model folder written by ``nlp-transfer train`` to a Hub repo, in one commit.
+
+    Args:
+        model_dir: the trained model folder.
+        repo_id: ``namespace/name``; the repo is created if it does not exist.
+        private: create the repo as private (an existing repo keeps its visibility).
+        revision: branch to commit to (created from ``main`` if missing); default ``main``.
+        commit_message: the commit's title (default: "Upload <name> trained with nlp-transfer").
+        token: Hub token; default ``HF_TOKEN`` or the cached login. Never stored anywhere.
+        endpoint: Hub address; default ``HF_ENDPOINT`` as read by ``huggingface_hub``.
+        include: extra glob patterns of files to upload (e.g. ``"checkpoint-*/**"``).
+        retries: attempts on network errors before giving up.
+        backoff_s: wait before the first retry; doubled after each failed attempt.
+
+    Returns:
+        The repo, revision, commit and uploaded files.
+
+    Raises:
+        PushError: not a model folder, bad repo id, no/invalid token, no write access, network
+            failure after the retries. Nothing local is changed in any case.
+    """
+    directory = Path(model_dir)
+    _check_model_dir(directory)
+    check_repo_id(repo_id)
+    token = resolve_token(token)
+    api = HfApi(endpoint=endpoint, token=token, library_name="nlp-transfer", library_version=__version__)
+    branch = revision or "main"
+    name = repo_id.split("/")[1]
+    try:
+        with tempfile.TemporaryDirectory(prefix="nlp-transfer-push-") as tmp:
+            staged = _stage(directory, Path(tmp), repo_id, include)
+            _refuse_token_in_files(Path(tmp), staged, token)
+            patterns = [*HUB_FILES, *include]
+
+            def upload() -> Any:
+                api.create_repo(repo_id, private=private, exist_ok=True)
+                if branch != "main":
+                    api.create_branch(repo_id, branch=branch, exist_ok=True)
+                return api.upload_folder(
+                    repo_id=repo_id, folder_path=tmp, revision=branch,
+                    commit_message=commit_message or f"Upload {name} trained with nlp-transfer {__version__}",
+                    commit_description=_commit_description(directory),
+                    allow_patterns=patterns, delete_patterns=patterns,
+                )
+
+            logger.info("pushing %d files of %s to %s/%s (%s)", len(staged), directory, api.endpoint, repo_id, branch)
+            info = _with_retries(upload, retries, backoff_s)
+    except PushError:
+        raise
+    except HfHubHTTPError as err:
+        raise PushError(_scrub(_explain_http(err, api.endpoint, repo_id, directory), token)) from None
+    except OfflineModeIsEnabled:
+        raise PushError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it and run the push again.") from None
+    except _http.ConnectError as err:
+        raise PushError(_scrub(
+            f"could not reach the Hub at {api.endpoint} after {retries} attempts ({err or type(err).__name__}); "
+            "check your network connection, or HF_ENDPOINT if you use a self-hosted Hub. "
+            f"Nothing was uploaded and {str(directory)!r} is unchanged.", token)) from None
+    except _http.TransportError as err:
+        raise PushError(_scrub(
+            f"network error while pushing to {api.endpoint}/{repo_id}, still failing after {retries} attempts "
+            f"({type(err).__name__}: {err}). {str(directory)!r} is unchanged; run the same push again "
+            "(files already on the Hub are not sent twice).", token)) from None
+    return PushResult(
+        repo_id=repo_id, revision=branch, url=f"{api.endpoint}/{repo_id}", commit_url=info.commit_url,
+        commit_oid=info.oid, files=staged,
+    )
+
+
+def _check_model_dir(directory: Path) -> None:
+    if not directory.is_dir():
+        raise PushError(f"model folder {str(directory)!r} does not exist; pass the --output-dir of a training run.")
+    required = ["config.json", CONFIG_FILE, METRICS_FILE, SUMMARY_FILE]
+    missing = [name for name in required if not (directory / name).is_file()]
+    if not any(directory.glob(pattern) for pattern in WEIGHT_FILES):
+        missing.append("model.safetensors")
+    if missing:
+        raise PushError(
+            f"{str(directory)!r} is not a model folder written by nlp-transfer train (missing: {', '.join(missing)}); "
+            "pass the --output-dir of a finished training run."
+        )
+
+
+def _stage(directory: Path, staging: Path, repo_id: str, include: Sequence[str]) -> list[str]:
+    """Fill ``staging`` with links (or copies) of the files to push and the card rendered for ``repo_id``."""
+    files = [f for f in hub_files(directory, include) if f != "README.md"]
+    for rel in files:
+        target = staging / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(directory / rel, target)  # no copy of the weights when on the same filesystem
+        except OSError:
+            shutil.copy2(directory / rel, target)
+    render_card(directory, repo_id).save(staging / "README.md")
+    return sorted([*files, "README.md"])
+
+
+def _refuse_token_in_files(staging: Path, files: list[str], token: str) -> None:
+    needle = token.encode()
+    for rel in files:
+        if any(fnmatch.fnmatchcase(rel, pattern) for pattern in WEIGHT_FILES):
+            continue
+        if needle in (staging / rel).read_bytes():
+            raise PushError(
+                f"{rel} contains your Hub token, so it was not pushed; remove the token from that file and push again."
+            )
+
+
+def _commit_description(directory: Path) -> str:
+    import json
+
+    metrics = json.loads((directory / METRICS_FILE).read_text(encoding="utf-8"))
+    split = reported_split(metrics)
+    scores = metrics[split]
+    return (
+        f"Pushed with nlp-transfer {__version__}. {split} accuracy {scores['accuracy']:.4f}, "
+        f"macro F1 {scores['f1_macro']:.4f} on {scores['num_samples']} rows."
+    )
+
+
+def _with_retries(action: Callable[[], T], retries: int, backoff_s: float) -> T:
+    """Run ``action``; on a network error or a 5xx/429 answer, wait and try again (``retries`` attempts)."""
+    for attempt in range(1, max(1, retries) + 1):
+        try:
+            return action()
+        except (_http.TransportError, HfHubHTTPError) as err:
+            # An HTTP answer is only worth retrying when the server is overloaded or failing.
+            transient = not isinstance(err, HfHubHTTPError) or err.response.status_code in (429, 500, 502, 503, 504)
+            if not transient or attempt >= retries:
+                raise
+            wait = backoff_s * 2 ** (attempt - 1)
+            logger.warning(
+                "push attempt %d of %d failed (%s); retrying in %.1f s", attempt, retries, type(err).__name__, wait
+            )
+            time.sleep(wait)
+    raise AssertionError("unreachable")
+
+
+def _explain_http(err: HfHubHTTPError, endpoint: str, repo_id: str, directory: Path) -> str:
+    status = err.response.status_code
+    server = (err.server_message or "").strip().rstrip(".")
+    detail = f" (server said: {server})" if server else ""
+    unchanged = f"Nothing was changed in {str(directory)!r}."
+    if status == 401:
+        return (
+            f"the Hub at {endpoint} rejected the token (401 Unauthorized){detail}; {LOGIN_HINT} with a valid "
+            f"token that has write access. {unchanged}"
+        )
+    if status == 403:
+        namespace = repo_id.split("/")[0]
+        return (
+            f"the token has no write access to {repo_id} on {endpoint} (403 Forbidden){detail}; use a token with "
+            f"the 'write' role that may write to the namespace {namespace!r} ({LOGIN_HINT}), or push to your own "
+            f"namespace. {unchanged}"
+        )
+    return f"the Hub at {endpoint} refused the push to {repo_id}: HTTP {status}{detail}. {unchanged}"
+
+
+def _scrub(text: str, token: Optional[str]) -> str:
+    """``text`` with every occurrence of the token replaced by ``***``."""
+    return text.replace(token, "***") if token else text
