@@ -11,6 +11,8 @@ __version__ = "0.1.0"
 from .config import DEFAULT_MODEL, TrainConfig  # noqa: E402
 from .errors import UserInputError  # noqa: E402
 from .evaluation import evaluate_model  # noqa: E402
+from .hub import PushError, PushResult, push_to_hub  # noqa: E402
 from .trainer import TrainResult, train  # noqa: E402
 
-__all__ = ["DEFAULT_MODEL", "TrainConfig", "TrainResult", "UserInputError", "evaluate_model", "train", "__version__"]
+__all__ = ["DEFAULT_MODEL", "TrainConfig", "TrainResult", "UserInputError", "evaluate_model", "train", "__version__",
+           "PushError", "PushResult", "push_to_hub"]

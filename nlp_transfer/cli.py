@@ -24,6 +24,7 @@ from .config import TrainConfig
 from .errors import UserInputError
 
 EXIT_USER_ERROR = 2
+_TOKEN_HELP = "Hugging Face token with write access; none means HF_TOKEN, else the `hf auth login` login. Never saved."
 
 
 def _unwrap_optional(tp: Any) -> Any:
@@ -60,7 +61,15 @@ def config_from_args(cls: type, args: argparse.Namespace) -> Any:
 
 
 def _command_line(argv: Optional[list[str]]) -> str:
-    words = ["nlp-transfer", *(sys.argv[1:] if argv is None else argv)]
+    """The command as typed, for the model card, without ``--token`` and its value (never recorded)."""
+    words, skip = ["nlp-transfer"], False
+    for word in sys.argv[1:] if argv is None else argv:
+        if skip:
+            skip = False
+        elif word == "--token":
+            skip = True
+        elif not word.startswith("--token="):
+            words.append(word)
     return shlex.join(words)
 
 
@@ -68,8 +77,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .trainer import train
 
     config = config_from_args(TrainConfig, args)
-    result = train(config, command=args.command_line)
-    print(json.dumps({"output_dir": result.output_dir, **{k: _headline(v) for k, v in result.metrics.items()}}, indent=2))
+    result = train(config, command=args.command_line, hub_token=args.token)
+    report = {"output_dir": result.output_dir, **{k: _headline(v) for k, v in result.metrics.items()}}
+    if result.pushed is not None:
+        report["hub"] = {"url": result.pushed.url, "commit_url": result.pushed.commit_url}
+    print(json.dumps(report, indent=2))
     return 0
 
 
@@ -93,6 +105,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         tmp.write_text(text + "\n", encoding="utf-8")
         tmp.replace(out)
     print(text)
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from .hub import push_to_hub
+
+    result = push_to_hub(
+        args.model_dir, args.repo_id, private=args.private, revision=args.revision,
+        commit_message=args.commit_message, token=args.token, include=args.include,
+    )
+    print(json.dumps(dataclasses.asdict(result), indent=2))
+    return 0
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from .model_card import write_card
+
+    print(write_card(args.model_dir, args.repo_id))
     return 0
 
 
@@ -121,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "standard Hugging Face model folder with metrics.json, training_config.json and a model card.",
     )
     add_config_arguments(train, TrainConfig)
+    train.add_argument("--token", help=_TOKEN_HELP)
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser(
@@ -135,6 +166,33 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--batch-size", type=int, default=64, help="Rows per forward pass.")
     evaluate.add_argument("--output", help="Also write the metrics JSON to this file.")
     evaluate.set_defaults(func=_cmd_evaluate)
+
+    push = sub.add_parser(
+        "push", formatter_class=fmt, help="Upload a trained model folder to a Hugging Face Hub repo.",
+        description="Create the repo if needed and upload, in one commit, the model, tokenizer, model card (rendered "
+        "for the repo) and metrics/config/summary JSON; never checkpoints or caches. The endpoint is HF_ENDPOINT "
+        "(default https://huggingface.co). The local folder is not modified.",
+    )
+    push.add_argument("model_dir", metavar="MODEL_DIR", help="Folder written by nlp-transfer train.")
+    push.add_argument("repo_id", metavar="REPO_ID", help="Hub repo, namespace/name (e.g. my-org/sentiment-minilm).")
+    push.add_argument("--private", action="store_true", help="Create the repo as private (an existing repo keeps its visibility).")
+    push.add_argument("--revision", metavar="BRANCH", help="Branch to commit to, created from main if missing; none means main.")
+    push.add_argument("--commit-message", metavar="MSG", help="Title of the commit.")
+    push.add_argument("--token", help=_TOKEN_HELP)
+    push.add_argument(
+        "--include", action="append", default=[], metavar="PATTERN",
+        help="Also upload files matching this glob (repeatable), e.g. 'checkpoint-*/**'.",
+    )
+    push.set_defaults(func=_cmd_push)
+
+    card = sub.add_parser(
+        "card", formatter_class=fmt, help="Re-render the model card (README.md) of a trained model folder.",
+        description="Render model_cards/template.md from the folder's metrics.json, training_config.json and "
+        "training_summary.json and write it as README.md.",
+    )
+    card.add_argument("model_dir", metavar="MODEL_DIR", help="Folder written by nlp-transfer train.")
+    card.add_argument("--repo-id", help="Hub repo the card is for: used in the title and the usage snippets.")
+    card.set_defaults(func=_cmd_card)
 
     example = sub.add_parser(
         "example-data", formatter_class=fmt, help="Write an example dataset as train/test CSV files.",

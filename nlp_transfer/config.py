@@ -28,6 +28,11 @@ METRIC_NAMES = (
     "recall_macro",
 )
 MIXED_PRECISION = ("no", "fp16", "bf16")
+STRATEGIES = ("finetune", "feature-extraction", "freeze", "gradual-unfreeze", "lora")
+# Only [CLS] pooling is offered: the saved *ForSequenceClassification folder reads the [CLS] vector
+# (pooler → classifier), so pipeline() reproduces it exactly; mean pooling would need code that a
+# plain model folder cannot carry (scripts/bench_strategies.py measures what it would give).
+POOLINGS = ("cls",)
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -97,6 +102,31 @@ class TrainConfig:
     license: Optional[str] = _opt(None, "License of the trained model for the model card (e.g. apache-2.0, mit).")
     language: Optional[str] = _opt(None, "Language code of the texts for the model card (e.g. en).")
     dataset_name: Optional[str] = _opt(None, "Name of the training dataset for the model card (e.g. a Hub dataset id).")
+    strategy: str = _opt(
+        "finetune",
+        "What to train: finetune (everything), feature-extraction (frozen encoder, head trained on cached "
+        "encoder outputs), freeze (embeddings + bottom --freeze-layers layers frozen), gradual-unfreeze (one "
+        "layer group unfrozen per epoch, from the top), lora (low-rank adapters, merged at save).",
+        choices=STRATEGIES,
+    )
+    freeze_layers: Optional[int] = _opt(
+        None, "With --strategy freeze: how many encoder layers, counted from the bottom, stay frozen (with the embeddings)."
+    )
+    layer_lr_decay: Optional[float] = _opt(
+        None, "Layer-wise learning-rate decay F in (0, 1]: the head trains at --learning-rate, each encoder layer "
+        "below at F times the one above, the embeddings last (e.g. 0.8). Not with feature-extraction.",
+    )
+    lora_r: Optional[int] = _opt(None, "With --strategy lora: rank of the adapters (default 8).")
+    lora_alpha: Optional[float] = _opt(None, "With --strategy lora: adapter scaling alpha (default 2 × rank).")
+    lora_dropout: Optional[float] = _opt(None, "With --strategy lora: dropout on the adapter input (default 0.1).")
+    pooling: Optional[str] = _opt(
+        None, "With --strategy feature-extraction: which encoder output the head reads (cls: the [CLS] vector, "
+        "which the saved model reproduces exactly in pipeline()).", choices=POOLINGS,
+    )
+    feature_cache_dir: Optional[str] = _opt(
+        None, "With --strategy feature-extraction: folder for cached encoder outputs "
+        "(default: nlp_transfer_features/ in the datasets cache).",
+    )
 
     def __post_init__(self) -> None:
         positive = ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps")
@@ -137,6 +167,47 @@ class TrainConfig:
             )
         if self.label_column in (self.text_column, self.text_pair_column):
             raise UserInputError(f"label_column {self.label_column!r} is also used as a text column.")
+        self._check_strategy()
+
+    def _check_strategy(self) -> None:
+        """Refuse settings that do not belong to the chosen strategy; fill in the strategy's defaults."""
+        if self.strategy not in STRATEGIES:
+            raise UserInputError(f"strategy {self.strategy!r} is unknown; choose one of: {', '.join(STRATEGIES)}.")
+        owners = {
+            "freeze_layers": ("freeze",), "lora_r": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",),
+            "pooling": ("feature-extraction",), "feature_cache_dir": ("feature-extraction",),
+            "layer_lr_decay": ("finetune", "freeze", "gradual-unfreeze", "lora"),
+        }
+        for name, strategies in owners.items():
+            if getattr(self, name) is not None and self.strategy not in strategies:
+                flag = "--" + name.replace("_", "-")
+                raise UserInputError(
+                    f"{flag} does not apply to --strategy {self.strategy}; it is used by --strategy "
+                    f"{' / '.join(strategies)}. Drop {flag} or change the strategy."
+                )
+        if self.strategy == "freeze":
+            if self.freeze_layers is None:
+                raise UserInputError(
+                    "--strategy freeze needs --freeze-layers K (encoder layers frozen from the bottom, e.g. 4)."
+                )
+            if self.freeze_layers < 0:
+                raise UserInputError(f"--freeze-layers must be 0 or more; got {self.freeze_layers}.")
+        if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
+            raise UserInputError(f"--layer-lr-decay must be in (0, 1], e.g. 0.8; got {self.layer_lr_decay}.")
+        if self.strategy == "lora":
+            self.lora_r = 8 if self.lora_r is None else self.lora_r
+            self.lora_alpha = float(2 * self.lora_r) if self.lora_alpha is None else float(self.lora_alpha)
+            self.lora_dropout = 0.1 if self.lora_dropout is None else self.lora_dropout
+            if self.lora_r < 1:
+                raise UserInputError(f"--lora-r must be a positive integer; got {self.lora_r}.")
+            if not self.lora_alpha > 0:
+                raise UserInputError(f"--lora-alpha must be > 0; got {self.lora_alpha}.")
+            if not 0 <= self.lora_dropout < 1:
+                raise UserInputError(f"--lora-dropout must be in [0, 1); got {self.lora_dropout}.")
+        if self.strategy == "feature-extraction":
+            self.pooling = self.pooling or POOLINGS[0]
+            if self.pooling not in POOLINGS:
+                raise UserInputError(f"pooling {self.pooling!r} is unknown; choose one of: {', '.join(POOLINGS)}.")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-ready values."""

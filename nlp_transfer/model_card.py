@@ -48,7 +48,9 @@ def reported_split(metrics: dict[str, Any]) -> str:
     return "test" if metrics.get("test") else "validation"
 
 
-def card_context(directory: str | Path, repo_id: Optional[str] = None) -> dict[str, Any]:
+def card_context(
+    directory: str | Path, repo_id: Optional[str] = None, location: Optional[str | Path] = None
+) -> dict[str, Any]:
     """The data the template is rendered with (``card_data`` plus template variables)."""
     directory = Path(directory)
     config = _read_json(directory, CONFIG_FILE)
@@ -56,7 +58,9 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None) -> dict[s
     summary = _read_json(directory, SUMMARY_FILE)
     strategy = config.get("strategy", "finetune")
     base_model = config["model"]
-    model_name = repo_id.split("/")[-1] if repo_id else directory.name
+    # Training renders the card in a staging folder: name the model after where it will live.
+    location = Path(location) if location is not None else directory
+    model_name = repo_id.split("/")[-1] if repo_id else location.name
     split = reported_split(metrics)
     dataset_name = config.get("dataset_name")
     eval_results = [
@@ -100,7 +104,7 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None) -> dict[s
     return {
         "card_data": card_data,
         "model_name": model_name,
-        "model_ref": repo_id or str(directory),
+        "model_ref": repo_id or str(location),
         # A local encoder folder means nothing to a reader on the Hub: show its name, without a link.
         "base_model": base_model if is_hub_id else Path(base_model).name,
         "base_model_url": f"https://huggingface.co/{base_model}" if is_hub_id else None,
@@ -163,20 +167,26 @@ def train_command(config: dict[str, Any]) -> str:
     return shlex.join(words)
 
 
-def render_card(directory: str | Path, repo_id: Optional[str] = None) -> ModelCard:
+def render_card(
+    directory: str | Path, repo_id: Optional[str] = None, location: Optional[str | Path] = None
+) -> ModelCard:
     """Render the model card of a trained model folder.
 
     Args:
         directory: a folder written by ``nlp-transfer train``.
         repo_id: the Hub repo the card will live in (used in the usage snippets and the title).
+        location: the folder the model will be used from when that is not ``directory`` (a staging
+            folder that is renamed afterwards); ignored when ``repo_id`` is given.
     """
-    context = card_context(directory, repo_id)
+    context = card_context(directory, repo_id, location)
     card_data = context.pop("card_data")
     return ModelCard.from_template(card_data, template_path=str(template_path()), **context)
 
 
-def write_card(directory: str | Path, repo_id: Optional[str] = None) -> Path:
+def write_card(
+    directory: str | Path, repo_id: Optional[str] = None, location: Optional[str | Path] = None
+) -> Path:
     """Render the card and save it as ``README.md`` in the model folder; return its path."""
     path = Path(directory) / "README.md"
-    render_card(directory, repo_id).save(path)
+    render_card(directory, repo_id, location).save(path)
     return path

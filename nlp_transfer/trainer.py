@@ -27,7 +27,7 @@ from . import __version__
 from .config import TrainConfig
 from .data import PreparedData, column, prepare_data
 from .evaluation import eval_loader, evaluate_loader, model_inputs
-from .model_card import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, write_card
+from .model_card import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, train_command, write_card
 from .modeling import check_max_length, load_for_training, load_tokenizer, save_model
 from .outputs import OutputDir
 from .sampler import LengthGroupedSampler
@@ -42,21 +42,34 @@ class TrainResult:
     output_dir: str
     metrics: dict[str, Any]
     summary: dict[str, Any]
+    pushed: Optional[Any] = None  # the hub.PushResult when the run pushed (--push-to-hub)
+
+    def push(self, repo_id: str, **kwargs: Any) -> Any:
+        """Push the trained model to a Hub repo; keyword arguments as :func:`nlp_transfer.push_to_hub`."""
+        from .hub import push_to_hub
+
+        return push_to_hub(self.output_dir, repo_id, **kwargs)
 
 
-def train(config: TrainConfig, command: Optional[str] = None) -> TrainResult:
+def train(config: TrainConfig, command: Optional[str] = None, hub_token: Optional[str] = None) -> TrainResult:
     """Fine-tune ``config.model`` on ``config.train_file`` and write the model folder.
 
     Args:
         config: the run's settings (validated at construction).
         command: the command line that started the run, recorded in the model card.
+        hub_token: token for ``config.push_to_hub`` (default: HF_TOKEN or the cached login); never saved.
 
     Returns:
         The output folder with the validation/test metrics and the training summary.
 
     Raises:
         UserInputError: bad data, columns or options (nothing is written).
+        PushError: ``config.push_to_hub`` is set and the push failed (the model folder is complete).
     """
+    if config.push_to_hub:
+        from .hub import resolve_token
+
+        hub_token = resolve_token(hub_token)  # no token: stop now rather than after the training
     output = OutputDir(config.output_dir, overwrite=config.overwrite)
     output.check()
     accelerator = Accelerator(
@@ -98,7 +111,7 @@ def train(config: TrainConfig, command: Optional[str] = None) -> TrainResult:
             config.save(staging / CONFIG_FILE)
             _write_json(staging / METRICS_FILE, metrics)
             _write_json(staging / SUMMARY_FILE, summary)
-            write_card(staging)
+            write_card(staging, location=output.path)
             output.commit()
         accelerator.wait_for_everyone()
     except BaseException:
@@ -107,7 +120,10 @@ def train(config: TrainConfig, command: Optional[str] = None) -> TrainResult:
         raise
     finally:
         accelerator.end_training()
-    return TrainResult(str(output.path), metrics, summary)
+    result = TrainResult(str(output.path), metrics, summary)
+    if config.push_to_hub and accelerator.is_main_process:
+        result.pushed = result.push(config.push_to_hub, private=config.hub_private, token=hub_token)
+    return result
 
 
 def _train_loader(data: PreparedData, tokenizer: Any, config: TrainConfig) -> DataLoader:
@@ -233,7 +249,7 @@ def _hardware() -> str:
 
 
 def _default_command(config: TrainConfig) -> str:
-    return f"python -c 'import nlp_transfer; nlp_transfer.train(nlp_transfer.TrainConfig(**{config.to_dict()!r}))'"
+    return train_command(config.to_dict())  # a run started from Python: the equivalent CLI command
 
 
 def _write_json(path, value) -> None:

@@ -1,0 +1,134 @@
+"""The model card: template + ModelCardData, Hub-readable metadata, every section the issue lists."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+from huggingface_hub import ModelCard
+
+from nlp_transfer import TrainConfig, train
+from nlp_transfer.cli import build_parser, config_from_args, main
+from nlp_transfer.config import DEFAULT_MODEL
+from nlp_transfer.model_card import CARD_METRICS, render_card, train_command
+
+from conftest import synthetic_rows, write_csv
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir, tmp_path_factory) -> Path:
+    """A tiny model trained once for this module, with a test set and card metadata flags."""
+    root = tmp_path_factory.mktemp("card-model")
+    config = TrainConfig(
+        train_file=str(write_csv(root / "train.csv", synthetic_rows(150, seed=1, labels=("neg", "neutral", "pos")))),
+        test_file=str(write_csv(root / "test.csv", synthetic_rows(45, seed=3, labels=("neg", "neutral", "pos")))),
+        model=tiny_model_dir, output_dir=str(root / "model"), epochs=1, batch_size=16, learning_rate=2e-3,
+        max_length=32, seed=7, license="apache-2.0", language="en", dataset_name="tests/keyword-sentiment",
+    )
+    return Path(train(config).output_dir)
+
+
+def load(path: Path) -> tuple[ModelCard, dict, dict, dict]:
+    read = lambda name: json.loads((path / name).read_text(encoding="utf-8"))  # noqa: E731
+    return ModelCard.load(path / "README.md"), read("metrics.json"), read("training_summary.json"), read(
+        "training_config.json"
+    )
+
+
+def test_card_metadata_is_what_the_hub_reads(model_dir):
+    card, _, _, _ = load(model_dir)
+    data = card.data.to_dict()
+
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-classification"
+    assert data["license"] == "apache-2.0" and data["language"] == "en"
+    assert data["datasets"] == ["tests/keyword-sentiment"]
+    assert {"nlp-transfer", "finetune"} <= set(data["tags"])
+    assert set(data["metrics"]) == {"accuracy", "f1", "precision", "recall"}
+    assert "base_model" not in data  # a local encoder folder is no Hub id
+
+
+def test_model_index_values_equal_metrics_json(model_dir):
+    card, metrics, _, _ = load(model_dir)
+
+    results = card.data.eval_results
+    assert {r.metric_name for r in results} == set(CARD_METRICS)
+    for result in results:
+        assert result.dataset_split == "test" and result.task_type == "text-classification"
+        assert result.metric_value == metrics["test"][result.metric_name]
+
+
+def test_body_has_every_section_with_the_run_numbers(model_dir):
+    card, metrics, summary, _ = load(model_dir)
+    text = card.text
+
+    for heading in ("## Labels", "## Results", "## How to use it", "## Training data", "## Training procedure",
+                    "## Limitations"):
+        assert heading in text, heading
+    for split, counts in summary["label_counts"].items():  # rows per label per split
+        for label, n in counts.items():
+            assert label in text and f" {n} |" in text, (split, label)
+    assert "| label | train | validation | test |" in text
+    for label, row in metrics["test"]["per_class"].items():
+        assert f"| {label} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1']:.4f} | {row['support']} |" in text
+    cm = metrics["test"]["confusion_matrix"]
+    for label, row in zip(cm["labels"], cm["matrix"]):
+        assert f"| **{label}** | " + " | ".join(str(n) for n in row) + " |" in text
+    assert "| learning_rate | 0.002 |" in text and "full fine-tuning" in text
+    assert f'pipeline("text-classification", model="{model_dir}")' in text
+    assert f"```bash\n{summary['command']}\n```" in text
+    assert "a local encoder" in text and "Texts are cut at 32 tokens" in text
+
+
+def test_card_for_a_repo_names_it_and_links_a_hub_base_model(model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    config = json.loads((folder / "training_config.json").read_text())
+    config["model"] = DEFAULT_MODEL
+    (folder / "training_config.json").write_text(json.dumps(config))
+
+    card = render_card(folder, "my-org/sentiment-minilm")
+
+    assert card.data.base_model == DEFAULT_MODEL and card.data.model_name == "sentiment-minilm"
+    assert f"[`{DEFAULT_MODEL}`](https://huggingface.co/{DEFAULT_MODEL})" in card.text
+    assert 'load_classifier("my-org/sentiment-minilm")' in card.text
+
+
+def test_validation_results_are_reported_when_there_is_no_test_set(model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["test"] = None
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+
+    card = render_card(folder)
+
+    assert {r.dataset_split for r in card.data.eval_results} == {"validation"}
+    assert all(r.metric_value == metrics["validation"][r.metric_name] for r in card.data.eval_results)
+    assert "so they are optimistic" in card.text
+
+
+def test_reproduce_command_of_a_python_run_rebuilds_the_same_config(model_dir):
+    _, _, summary, saved = load(model_dir)
+    command = summary["command"]  # the run above was started from Python
+
+    assert command.startswith("nlp-transfer train ")
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    rebuilt = config_from_args(TrainConfig, args).to_dict()
+    for name in ("output_dir",):  # not part of what the model is
+        rebuilt.pop(name), saved.pop(name)
+    assert rebuilt == saved
+    assert train_command(saved) == command
+
+
+def test_card_command_rerenders_readme_for_a_repo(model_dir, tmp_path, capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+
+    assert main(["card", str(folder), "--repo-id", "my-org/sentiment"]) == 0
+
+    assert capsys.readouterr().out.strip() == str(folder / "README.md")
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.model_name == "sentiment" and 'model="my-org/sentiment"' in card.text
