@@ -125,3 +125,25 @@ def test_integer_labels_are_sorted_numerically(tiny_config, tmp_path):
     result = train(tiny_config(train_file=str(train_csv), validation_file=None, test_file=None, epochs=1))
     assert result.summary["labels"] == ["9", "10"]
     assert result.metrics["test"] is None
+
+
+def test_dynamic_padding_does_not_change_predictions(trained):
+    # Length-sorted, dynamically padded batches must score exactly like one text at a time.
+    config, result = trained
+    one_by_one = evaluate_model(result.output_dir, config.test_file, batch_size=1)
+    assert one_by_one == result.metrics["test"]
+
+
+def test_length_grouping_cuts_padding_without_hurting_accuracy(tiny_config, tmp_path):
+    from conftest import FILLER
+
+    # Texts from 2 to 40 words: random batches would be mostly padding.
+    rows = [(" ".join(FILLER[: 2 + i % 13] * (1 + i % 3)) + (" good great" if i % 2 else " bad awful"),
+             "pos" if i % 2 else "neg") for i in range(400)]
+    files = {name: str(write_csv(tmp_path / f"{name}.csv", part))
+             for name, part in (("train", rows[:320]), ("validation", rows[320:360]), ("test", rows[360:]))}
+    common = dict(train_file=files["train"], validation_file=files["validation"], test_file=files["test"], max_length=64)
+    grouped = train(tiny_config(output_dir=str(tmp_path / "g"), **common))
+    plain = train(tiny_config(output_dir=str(tmp_path / "p"), group_by_length=False, **common))
+    assert grouped.summary["padding_fraction"] < 0.5 * plain.summary["padding_fraction"]
+    assert grouped.metrics["test"]["accuracy"] >= 0.85 and plain.metrics["test"]["accuracy"] >= 0.85
