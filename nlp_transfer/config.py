@@ -102,6 +102,11 @@ class TrainConfig:
     license: Optional[str] = _opt(None, "License of the trained model for the model card (e.g. apache-2.0, mit).")
     language: Optional[str] = _opt(None, "Language code of the texts for the model card (e.g. en).")
     dataset_name: Optional[str] = _opt(None, "Name of the training dataset for the model card (e.g. a Hub dataset id).")
+    push_to_hub: Optional[str] = _opt(
+        None, "Hub repo id (namespace/name) to push the model to when training ends. The token comes from --token, "
+        "HF_TOKEN or the cached login (hf auth login) and is never saved; the endpoint from HF_ENDPOINT.",
+    )
+    hub_private: bool = _opt(False, "Create the --push-to-hub repo as private (an existing repo keeps its visibility).")
     strategy: str = _opt(
         "finetune",
         "What to train: finetune (everything), feature-extraction (frozen encoder, head trained on cached "
@@ -167,6 +172,10 @@ class TrainConfig:
             )
         if self.label_column in (self.text_column, self.text_pair_column):
             raise UserInputError(f"label_column {self.label_column!r} is also used as a text column.")
+        if self.push_to_hub is not None:
+            from .hub import check_repo_id  # a bad repo id must stop the run before training, not after
+
+            check_repo_id(self.push_to_hub)
         self._check_strategy()
 
     def _check_strategy(self) -> None:
