@@ -210,6 +210,9 @@ def _configure_logging(quiet: bool) -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    # huggingface_hub's HTTP client logs every request of a push or Hub download at INFO.
+    for name in ("httpx2", "httpx"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # datasets' sort() still uses an option pyarrow deprecated; nothing a user can act on.
     warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

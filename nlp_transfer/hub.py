@@ -27,6 +27,7 @@ import fnmatch
 import logging
 import os
 import re
+import shlex
 import shutil
 import tempfile
 import time
@@ -199,19 +200,19 @@ def push_to_hub(
     except PushError:
         raise
     except HfHubHTTPError as err:
-        raise PushError(_scrub(_explain_http(err, api.endpoint, repo_id, directory), token)) from None
+        raise PushError(_scrub(f"{_explain_http(err, api.endpoint, repo_id)} {_again(directory, repo_id)}", token)) from None
     except OfflineModeIsEnabled:
         raise PushError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it and run the push again.") from None
     except _http.ConnectError as err:
         raise PushError(_scrub(
             f"could not reach the Hub at {api.endpoint} after {retries} attempts ({err or type(err).__name__}); "
-            "check your network connection, or HF_ENDPOINT if you use a self-hosted Hub. "
-            f"Nothing was uploaded and {str(directory)!r} is unchanged.", token)) from None
+            f"check your network connection, or HF_ENDPOINT if you use a self-hosted Hub. {_again(directory, repo_id)}",
+            token)) from None
     except _http.TransportError as err:
         raise PushError(_scrub(
             f"network error while pushing to {api.endpoint}/{repo_id}, still failing after {retries} attempts "
-            f"({type(err).__name__}: {err}). {str(directory)!r} is unchanged; run the same push again "
-            "(files already on the Hub are not sent twice).", token)) from None
+            f"({type(err).__name__}: {err}). {_again(directory, repo_id)} (files already on the Hub are not sent "
+            "twice).", token)) from None
     return PushResult(
         repo_id=repo_id, revision=branch, url=f"{api.endpoint}/{repo_id}", commit_url=info.commit_url,
         commit_oid=info.oid, files=staged,
@@ -248,13 +249,15 @@ def _stage(directory: Path, staging: Path, repo_id: str, include: Sequence[str])
 
 def _refuse_token_in_files(staging: Path, files: list[str], token: str) -> None:
     needle = token.encode()
-    for rel in files:
-        if any(fnmatch.fnmatchcase(rel, pattern) for pattern in WEIGHT_FILES):
-            continue
-        if needle in (staging / rel).read_bytes():
-            raise PushError(
-                f"{rel} contains your Hub token, so it was not pushed; remove the token from that file and push again."
-            )
+    leaking = [
+        rel for rel in files
+        if not any(fnmatch.fnmatchcase(rel, pattern) for pattern in WEIGHT_FILES) and needle in (staging / rel).read_bytes()
+    ]
+    if leaking:
+        raise PushError(
+            f"your Hub token is written in {', '.join(leaking)}, so nothing was pushed; remove it from the model "
+            "folder (README.md comes from training_summary.json: edit that, then `nlp-transfer card`) and push again."
+        )
 
 
 def _commit_description(directory: Path) -> str:
@@ -287,24 +290,27 @@ def _with_retries(action: Callable[[], T], retries: int, backoff_s: float) -> T:
     raise AssertionError("unreachable")
 
 
-def _explain_http(err: HfHubHTTPError, endpoint: str, repo_id: str, directory: Path) -> str:
+def _again(directory: Path, repo_id: str) -> str:
+    return f"{str(directory)!r} is unchanged; push it again with: nlp-transfer push {shlex.quote(str(directory))} {repo_id}"
+
+
+def _explain_http(err: HfHubHTTPError, endpoint: str, repo_id: str) -> str:
     status = err.response.status_code
     server = (err.server_message or "").strip().rstrip(".")
     detail = f" (server said: {server})" if server else ""
-    unchanged = f"Nothing was changed in {str(directory)!r}."
     if status == 401:
         return (
             f"the Hub at {endpoint} rejected the token (401 Unauthorized){detail}; {LOGIN_HINT} with a valid "
-            f"token that has write access. {unchanged}"
+            "token that has write access."
         )
     if status == 403:
         namespace = repo_id.split("/")[0]
         return (
             f"the token has no write access to {repo_id} on {endpoint} (403 Forbidden){detail}; use a token with "
             f"the 'write' role that may write to the namespace {namespace!r} ({LOGIN_HINT}), or push to your own "
-            f"namespace. {unchanged}"
+            "namespace."
         )
-    return f"the Hub at {endpoint} refused the push to {repo_id}: HTTP {status}{detail}. {unchanged}"
+    return f"the Hub at {endpoint} refused the push to {repo_id}: HTTP {status}{detail}."
 
 
 def _scrub(text: str, token: Optional[str]) -> str:

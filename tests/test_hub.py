@@ -156,7 +156,7 @@ def test_network_error_that_persists_gives_a_clear_error_and_leaves_the_folder(h
     before = snapshot(folder)
     hub.drop_next("create_repo", times=10)
     with pytest.raises(PushError, match=r"network error while pushing to http://127\.0\.0\.1:\d+/tester/down, "
-                       r"still failing after 3 attempts .*is unchanged; run the same push again"):
+                       r"still failing after 3 attempts .*is unchanged; push it again with: nlp-transfer push .* tester/down"):
         push_to_hub(folder, "tester/down", token=TOKEN, backoff_s=0.01)
     assert snapshot(folder) == before and "tester/down" not in hub.repos
 
@@ -177,6 +177,37 @@ def test_token_from_hf_token_env_is_used(hub, model_dir, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     push_to_hub(model_dir, "tester/from-env")
     assert "tester/from-env" in hub.repos
+
+
+def test_token_from_the_cached_login_is_used(hub, model_dir):
+    Path(constants.HF_TOKEN_PATH).parent.mkdir(parents=True, exist_ok=True)
+    Path(constants.HF_TOKEN_PATH).write_text(TOKEN)  # what `hf auth login` leaves behind
+    push_to_hub(model_dir, "tester/from-login")
+    assert "tester/from-login" in hub.repos
+
+
+def test_a_file_holding_the_token_is_never_uploaded(hub, model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    summary = json.loads((folder / "training_summary.json").read_text())
+    summary["command"] += f" --hub-token {TOKEN}"  # e.g. a token typed into a wrapper script's command line
+    (folder / "training_summary.json").write_text(json.dumps(summary))
+
+    with pytest.raises(PushError, match=r"your Hub token is written in README.md, training_summary.json, so nothing was pushed") as err:
+        push_to_hub(folder, "tester/leaky", token=TOKEN)
+    assert TOKEN not in str(err.value) and not hub.repos
+
+
+def test_include_adds_files_on_request(hub, model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    (folder / "checkpoint-10").mkdir()
+    (folder / "checkpoint-10" / "trainer_state.json").write_text("{}")
+
+    result = push_to_hub(folder, "tester/with-checkpoint", token=TOKEN, include=["checkpoint-*"])
+
+    assert "checkpoint-10/trainer_state.json" in result.files
+    assert "checkpoint-10/trainer_state.json" in hub.repos["tester/with-checkpoint"].resolve("main").files
 
 
 def test_forbidden_namespace_is_a_clear_403(hub, model_dir):
