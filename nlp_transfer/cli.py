@@ -49,9 +49,12 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
         if base is bool:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
         else:
+            # nargs/const let an option also stand alone (``--resume`` = ``--resume latest``).
+            extra = {key: f.metadata[key] for key in ("nargs", "const") if key in f.metadata}
             parser.add_argument(
                 flag, type=base, default=f.default, choices=f.metadata.get("choices"),
                 metavar=None if f.metadata.get("choices") else f.name.split("_")[-1].upper(), help=help_text,
+                **extra,
             )
 
 
@@ -105,6 +108,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         tmp.write_text(text + "\n", encoding="utf-8")
         tmp.replace(out)
     print(text)
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
+    from .inference import predict_csv
+
+    summary = predict_csv(
+        args.model_dir, args.input_file, args.output, text_column=args.text_column,
+        text_pair_column=args.text_pair_column, top_k=args.top_k, batch_size=args.batch_size,
+        quantize=args.quantize, progress=not args.quiet,
+    )
+    if PartialState().is_main_process:
+        print(json.dumps(summary, indent=2))
     return 0
 
 
@@ -167,6 +185,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="Also write the metrics JSON to this file.")
     evaluate.set_defaults(func=_cmd_evaluate)
 
+    predict = sub.add_parser(
+        "predict", formatter_class=fmt, help="Predict the labels of every row of a CSV.",
+        description="Stream a CSV through a trained model and write it back with predicted_label and score columns "
+        "(and the top-k labels with --top-k). Under accelerate launch / torchrun the processes share the rows.",
+    )
+    predict.add_argument("model_dir", metavar="MODEL_DIR", help="Folder written by nlp-transfer train (or a Hub id).")
+    predict.add_argument("input_file", metavar="INPUT_CSV", help="CSV with the text column; every column is kept.")
+    predict.add_argument("--output", required=True, help="Predictions CSV to write (appears only when complete).")
+    predict.add_argument("--text-column", help="Text column (default: the one the model was trained with).")
+    predict.add_argument("--text-pair-column", help="Second text column (default: as in training).")
+    predict.add_argument("--top-k", type=int, default=1, help="Also write the K most likely labels with probabilities.")
+    predict.add_argument("--batch-size", type=int, default=64, help="Rows per forward pass.")
+    predict.add_argument("--quantize", choices=["int8"], help="Dynamic int8 quantization of Linear layers (CPU only).")
+    predict.set_defaults(func=_cmd_predict)
+
     push = sub.add_parser(
         "push", formatter_class=fmt, help="Upload a trained model folder to a Hugging Face Hub repo.",
         description="Create the repo if needed and upload, in one commit, the model, tokenizer, model card (rendered "
@@ -210,6 +243,15 @@ def _configure_logging(quiet: bool) -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    if quiet:
+        import datasets
+
+        datasets.disable_progress_bars()
+    # datasets logs a CSV parse failure before raising it; data.read_csv turns it into the one error line.
+    logging.getLogger("datasets.packaged_modules.csv.csv").setLevel(logging.CRITICAL)
+    # Checkpoints are reported by nlp_transfer.checkpoint; accelerate's per-file save/load notes are noise.
+    logging.getLogger("accelerate.checkpointing").setLevel(logging.WARNING)
+    logging.getLogger("accelerate.accelerator").setLevel(logging.WARNING)
     # huggingface_hub's HTTP client logs every request of a push or Hub download at INFO.
     for name in ("httpx2", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
@@ -230,9 +272,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        # A checkpoint.TrainingInterrupted says where training stopped and carries its signal's exit code.
+        print(f"interrupted: {stop}" if str(stop) else "interrupted", file=sys.stderr)
+        return getattr(stop, "exit_code", 130)
 
 
 if __name__ == "__main__":

@@ -107,6 +107,26 @@ class TrainConfig:
         "HF_TOKEN or the cached login (hf auth login) and is never saved; the endpoint from HF_ENDPOINT.",
     )
     hub_private: bool = _opt(False, "Create the --push-to-hub repo as private (an existing repo keeps its visibility).")
+    checkpoint_every: Optional[int] = _opt(
+        None, "Also write a checkpoint every N optimizer steps (one is always written at each epoch end, and on "
+        "SIGINT/SIGTERM). Checkpoints live in the unfinished run's .<name>.incomplete/ folder.",
+    )
+    keep_checkpoints: int = _opt(
+        2, "Newest checkpoints kept while the run is unfinished (0: write none). A finished run deletes them all."
+    )
+    resume: Optional[str] = _opt(
+        None, "Continue an interrupted run: --resume alone takes the newest complete checkpoint of --output-dir, "
+        "--resume PATH a given checkpoint folder. Use the same settings as the interrupted run.",
+        nargs="?", const="latest",
+    )
+    allow_pickle: bool = _opt(
+        False, "Allow loading encoder weights from pickle files (pytorch_model.bin). Unpickling can run arbitrary "
+        "code: only for files you trust. By default only safetensors weights are loaded.",
+    )
+    trust_remote_code: bool = _opt(
+        False, "Run Python code shipped inside a Hub model repository (some custom architectures need it): only for "
+        "repositories you trust.",
+    )
     strategy: str = _opt(
         "finetune",
         "What to train: finetune (everything), feature-extraction (frozen encoder, head trained on cached "
@@ -176,6 +196,14 @@ class TrainConfig:
             from .hub import check_repo_id  # a bad repo id must stop the run before training, not after
 
             check_repo_id(self.push_to_hub)
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise UserInputError(f"checkpoint_every must be at least 1 (steps); got {self.checkpoint_every}.")
+        if self.keep_checkpoints < 0:
+            raise UserInputError(f"keep_checkpoints must be 0 (no checkpoints) or more; got {self.keep_checkpoints}.")
+        if self.checkpoint_every is not None and self.keep_checkpoints == 0:
+            raise UserInputError(
+                "--checkpoint-every asks for checkpoints but --keep-checkpoints 0 turns them off; drop one of them."
+            )
         self._check_strategy()
 
     def _check_strategy(self) -> None:

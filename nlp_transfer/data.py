@@ -35,7 +35,7 @@ _UTF8_CHUNK = 1 << 20
 def _check_file(path: str | os.PathLike, role: str) -> Path:
     """Check that ``path`` is a readable, non-empty UTF-8 text file; return it as a Path."""
     p = Path(path)
-    flag = {"training": "TRAIN_CSV"}.get(role, f"--{role}-file")
+    flag = {"training": "TRAIN_CSV", "input": "INPUT_CSV"}.get(role, f"--{role}-file")
     if not p.exists():
         raise UserInputError(f"{role} file {str(p)!r} does not exist; check the path given as {flag}.")
     if p.is_dir():
@@ -48,6 +48,11 @@ def _check_file(path: str | os.PathLike, role: str) -> Path:
     offset = 0
     with p.open("rb") as fh:
         while chunk := fh.read(_UTF8_CHUNK):
+            if offset == 0 and chunk[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
+                raise UserInputError(
+                    f"{role} file {str(p)!r} is UTF-16 encoded; re-save it as UTF-8, "
+                    f"e.g. `iconv -f utf-16 -t utf-8 {p.name} > {p.stem}.utf8.csv`."
+                )
             if offset == 0 and b"\x00" in chunk[:8192]:
                 raise UserInputError(
                     f"{role} file {str(p)!r} looks binary (it contains NUL bytes); expected a UTF-8 CSV text file."
@@ -74,6 +79,13 @@ def _read_header(path: Path, role: str) -> list[str]:
             header = next(reader, [])
             has_rows = any(any(cell.strip() for cell in row) for row in reader)
         except csv.Error as err:
+            if "field limit" in str(err):
+                # Usually an unclosed quote that swallowed the rest of the file, or no line breaks at all.
+                raise UserInputError(
+                    f"{role} file {str(path)!r} has a field longer than {csv.field_size_limit()} characters (near line "
+                    f"{reader.line_num}); check for an unclosed quote or missing line breaks. Texts are cut at "
+                    "--max-length tokens anyway, so shorten very long ones."
+                ) from None
             raise UserInputError(f"{role} file {str(path)!r}: cannot parse the CSV ({err}).") from None
     header = [h.strip() for h in header]
     if not header or all(h == "" for h in header):
@@ -89,6 +101,27 @@ def _read_header(path: Path, role: str) -> list[str]:
     return header
 
 
+def require_columns(header: Sequence[str], required: Mapping[str, str], role: str, path: Path) -> None:
+    """Refuse a header that lacks a required column, listing the columns it has.
+
+    Args:
+        header: the CSV's column names.
+        required: column name → the CLI option that names it (used in the fix).
+        role, path: which file, for the message.
+    """
+    for column, option in required.items():
+        if column in header:
+            continue
+        if len(header) == 1 and any(d in header[0] for d in (";", "\t", "|")):
+            hint = " The header looks delimited by something other than commas; save the file as comma-separated."
+        else:
+            spare = [h for h in header if h not in required]
+            hint = f" Pass the right name with {option}" + (f" (e.g. {option} {spare[0]})." if spare else ".")
+        raise UserInputError(
+            f"column {column!r} not found in {role} file {str(path)!r}; columns are: {', '.join(header)}.{hint}"
+        )
+
+
 def read_csv(path: str | os.PathLike, role: str, required: Mapping[str, str] | None = None) -> Dataset:
     """Load a CSV into a ``Dataset`` with every column read as a string.
 
@@ -100,17 +133,7 @@ def read_csv(path: str | os.PathLike, role: str, required: Mapping[str, str] | N
     """
     p = _check_file(path, role)
     header = _read_header(p, role)
-    for column, option in (required or {}).items():
-        if column in header:
-            continue
-        if len(header) == 1 and any(d in header[0] for d in (";", "\t", "|")):
-            hint = " The header looks delimited by something other than commas; save the file as comma-separated."
-        else:
-            spare = [h for h in header if h not in (required or {})]
-            hint = f" Pass the right name with {option}" + (f" (e.g. {option} {spare[0]})." if spare else ".")
-        raise UserInputError(
-            f"column {column!r} not found in {role} file {str(p)!r}; columns are: {', '.join(header)}.{hint}"
-        )
+    require_columns(header, required or {}, role, p)
     features = Features({name: Value("string") for name in header})
     try:
         ds = load_dataset(

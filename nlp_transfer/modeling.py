@@ -7,14 +7,18 @@ run: a model folder is data, not a program.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
 from .config import DEFAULT_MODEL
 from .errors import UserInputError
+from .model_card import CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +49,11 @@ def _load_error(name: str, err: Exception) -> UserInputError:
     )
 
 
-def load_tokenizer(name: str) -> Any:
-    """Load the fast tokenizer of ``name`` (a Hub id or folder)."""
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> Any:
+    """Load the fast tokenizer of ``name`` (a Hub id or folder); remote code only when trusted."""
     path = resolve_model(name)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, use_fast=True, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from None
     if not getattr(tokenizer, "is_fast", False):
@@ -70,10 +74,10 @@ def position_limit(model_config: Any, tokenizer: Any) -> int:
     return min(limits) if limits else 512
 
 
-def check_max_length(name: str, max_length: int, tokenizer: Any) -> int:
+def check_max_length(name: str, max_length: int, tokenizer: Any, trust_remote_code: bool = False) -> int:
     """Refuse a ``max_length`` beyond the model's limit; return the limit."""
     try:
-        model_config = AutoConfig.from_pretrained(resolve_model(name))
+        model_config = AutoConfig.from_pretrained(resolve_model(name), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         raise _load_error(name, err) from None
     limit = position_limit(model_config, tokenizer)
@@ -84,11 +88,18 @@ def check_max_length(name: str, max_length: int, tokenizer: Any) -> int:
     return limit
 
 
-def load_for_training(name: str, labels: Sequence[str]) -> PreTrainedModel:
+def load_for_training(name: str, labels: Sequence[str], allow_pickle: bool = False,
+                      trust_remote_code: bool = False) -> PreTrainedModel:
     """The encoder with a freshly initialised classification head for ``labels``.
 
     The label names go into the model config (``id2label`` / ``label2id``), so the saved folder
     predicts real names in ``transformers.pipeline``.
+
+    Args:
+        name: Hub id or local folder of the encoder.
+        labels: label names in id order.
+        allow_pickle: also accept pickle weights (``pytorch_model.bin``); unpickling can run code.
+        trust_remote_code: run Python code shipped with a Hub repository (custom architectures).
     """
     path = resolve_model(name)
     id2label = {i: str(label) for i, label in enumerate(labels)}
@@ -99,12 +110,22 @@ def load_for_training(name: str, labels: Sequence[str]) -> PreTrainedModel:
             id2label=id2label,
             label2id={label: i for i, label in id2label.items()},
             problem_type="single_label_classification",
-            use_safetensors=True,
-            trust_remote_code=False,
+            use_safetensors=None if allow_pickle else True,
+            trust_remote_code=trust_remote_code,
         )
     except (OSError, ValueError) as err:
+        if not allow_pickle and _has_only_pickle_weights(path):
+            raise UserInputError(
+                f"model {name!r} has only pickle weights (pytorch_model.bin), and loading pickle can run arbitrary code. "
+                "Convert them to model.safetensors, or pass --allow-pickle if you trust the files."
+            ) from None
         raise _load_error(name, err) from None
     return model
+
+
+def _has_only_pickle_weights(path: str) -> bool:
+    folder = Path(path)
+    return folder.is_dir() and any(folder.glob("pytorch_model*.bin")) and not any(folder.glob("*.safetensors"))
 
 
 def save_model(model: PreTrainedModel, tokenizer: Any, directory: str | Path, max_length: int) -> None:
@@ -116,6 +137,22 @@ def save_model(model: PreTrainedModel, tokenizer: Any, directory: str | Path, ma
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(directory)
+
+
+def training_settings(path_or_repo_id: str) -> dict[str, Any]:
+    """The ``training_config.json`` saved with a model (local folder or Hub repo), or ``{}`` if it has none.
+
+    Models not trained by nlp-transfer have no such file; their callers fall back to defaults.
+    """
+    local = Path(path_or_repo_id)
+    if local.is_dir():
+        path = local / CONFIG_FILE
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    try:
+        downloaded = hf_hub_download(str(path_or_repo_id), CONFIG_FILE)
+    except (EntryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError):
+        return {}
+    return json.loads(Path(downloaded).read_text(encoding="utf-8"))
 
 
 def load_trained(directory: str, allow_pickle: bool = False) -> tuple[PreTrainedModel, Any]:

@@ -8,9 +8,12 @@ staging folder, where ``--resume`` finds them.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import IO, Optional
 
 from .errors import UserInputError
 
@@ -34,6 +37,62 @@ class OutputDir:
         self.path = Path(path)
         self.overwrite = overwrite
         self.staging = self.path.parent / f".{self.path.name}.incomplete"
+        self._lock: Optional[IO[str]] = None
+        self._lock_path: Optional[Path] = None
+        self._created: list[Path] = []
+
+    def lock(self) -> None:
+        """Take the folder's lock (``<parent>/.<name>.lock``) for this process, or refuse at once.
+
+        Two runs writing the same ``--output-dir`` would mix their checkpoints and files; the
+        second one stops here. The lock is an ``flock``, so it dies with its process (even on
+        ``kill -9``); :meth:`unlock` releases it and removes the lock file (and the parent folders
+        this call created, if still empty), so a refused run leaves nothing behind.
+        """
+        parent = self.path.parent
+        self._created = [d for d in (parent, *parent.parents) if not d.exists()]
+        parent.mkdir(parents=True, exist_ok=True)
+        lock_path = parent / f".{self.path.name}.lock"
+        while True:
+            handle = open(lock_path, "a+", encoding="utf-8")
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                handle.close()
+                raise UserInputError(
+                    f"another run (pid {holder}) is writing --output-dir {str(self.path)!r}; wait for it to finish, "
+                    "stop it, or choose another --output-dir."
+                ) from None
+            # The holder before us may have unlinked the file after we opened it: lock the live file only.
+            try:
+                if os.stat(lock_path).st_ino == os.fstat(handle.fileno()).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            handle.close()
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._lock = handle
+        self._lock_path = lock_path
+
+    def unlock(self) -> None:
+        """Release the lock taken by :meth:`lock` (no-op when not held)."""
+        handle, lock_path = self._lock, self._lock_path
+        if handle is None or lock_path is None:
+            return
+        lock_path.unlink(missing_ok=True)  # while still held, so no one locks a file about to vanish
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+        self._lock = None
+        for folder in self._created:  # deepest first
+            try:
+                folder.rmdir()
+            except OSError:
+                break  # not empty: it holds the model or the kept checkpoints
 
     def check(self) -> None:
         """Refuse, before any work, an output path that would destroy something."""
