@@ -8,8 +8,11 @@ runs the same code paths as against huggingface.co.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -224,6 +227,17 @@ def test_cli_push_prints_the_commit_and_never_the_token(hub, model_dir, capsys, 
     assert report["repo_id"] == "tester/cli-model" and report["commit_url"].startswith(hub.url)
     assert hub.repos["tester/cli-model"].history()[0].message.startswith("First version")
     assert TOKEN not in out + err + caplog.text
+
+
+def test_console_script_honours_hf_endpoint_and_hf_token(hub, model_dir, tmp_path):
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf-home")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nlp_transfer.cli", "push", str(model_dir), "test-org/from-shell"],
+        capture_output=True, text=True, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["url"] == f"{hub.url}/test-org/from-shell"
+    assert TOKEN not in proc.stdout + proc.stderr
 
 
 def test_cli_wrong_token_is_a_401_error_with_exit_2(hub, model_dir, capsys, caplog):
