@@ -12,7 +12,8 @@ from .config import DEFAULT_MODEL, TrainConfig  # noqa: E402
 from .errors import UserInputError  # noqa: E402
 from .evaluation import evaluate_model  # noqa: E402
 from .hub import PushError, PushResult, push_to_hub  # noqa: E402
+from .inference import Classifier, load_classifier  # noqa: E402
 from .trainer import TrainResult, train  # noqa: E402
 
-__all__ = ["DEFAULT_MODEL", "TrainConfig", "TrainResult", "UserInputError", "evaluate_model", "train", "__version__",
+__all__ = ["Classifier", "DEFAULT_MODEL", "TrainConfig", "TrainResult", "UserInputError", "evaluate_model", "load_classifier", "train", "__version__",
            "PushError", "PushResult", "push_to_hub"]

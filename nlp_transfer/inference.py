@@ -1,0 +1,305 @@
+"""Predicting with a trained classifier: ``load_classifier`` and the CSV path of ``nlp-transfer predict``.
+
+A :class:`Classifier` applies the preprocessing the model was trained with (truncation at the
+training ``max_length``, the text and pair columns of ``training_config.json``), so its outputs
+equal ``transformers.pipeline("text-classification", model=DIR)`` called with ``truncation=True``.
+It is faster because texts are tokenized in one batched call, sorted by length so batches carry
+little padding, and run under ``torch.inference_mode``; results come back in input order.
+
+:func:`predict_csv` streams a CSV through the classifier in chunks and writes as it goes, so
+memory does not grow with the file. Under ``accelerate launch`` / ``torchrun`` every process
+predicts its share of each chunk and the main process writes one file in input order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .data import _check_file, _read_header, require_columns
+from .errors import UserInputError
+from .modeling import load_trained, position_limit, training_settings
+
+QUANTIZE_CHOICES = ("int8",)
+PREDICTION_COLUMNS = ("predicted_label", "score")
+
+
+@dataclass
+class Classifier:
+    """A trained sequence classifier with the preprocessing it was trained with.
+
+    Build one with :func:`load_classifier`.
+
+    Attributes:
+        model: the ``*ForSequenceClassification`` model, in eval mode.
+        tokenizer: its fast tokenizer.
+        labels: label names in the model's id order (the columns of :meth:`predict_proba`).
+        max_length: texts are cut at this many tokens, as in training.
+        text_column, text_pair_column: the CSV columns the model was trained on.
+        device: where the model runs.
+    """
+
+    model: Any
+    tokenizer: Any
+    labels: list[str]
+    max_length: int
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None
+    device: torch.device = torch.device("cpu")
+
+    def predict_proba(self, texts: Sequence[str] | str, text_pairs: Optional[Sequence[str]] = None,
+                      batch_size: int = 64) -> np.ndarray:
+        """Class probabilities, shape ``(len(texts), len(self.labels))``, rows in input order.
+
+        Args:
+            texts: the texts (a single string counts as one text). Empty strings are predicted too.
+            text_pairs: second texts, one per text, for a model trained on sentence pairs.
+            batch_size: texts per forward pass.
+        """
+        texts = _as_texts(texts, "texts")
+        pairs = None if text_pairs is None else _as_texts(text_pairs, "text_pairs")
+        if pairs is not None and len(pairs) != len(texts):
+            raise UserInputError(f"got {len(texts)} texts but {len(pairs)} text_pairs; pass one pair per text.")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise UserInputError(f"batch_size must be a positive integer; got {batch_size!r}.")
+        probs = np.empty((len(texts), len(self.labels)), dtype=np.float32)
+        if not texts:
+            return probs
+        # One batched (Rust) tokenizer call gives every length; longest first so that each batch
+        # pads to a length close to its own texts and an out-of-memory error shows at once.
+        lengths = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length, return_length=True,
+                                 return_attention_mask=False, return_token_type_ids=False)["length"]
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                rows = order[start:start + batch_size]
+                batch = self.tokenizer(
+                    [texts[i] for i in rows], None if pairs is None else [pairs[i] for i in rows],
+                    truncation=True, max_length=self.max_length, padding=True, return_tensors="pt",
+                ).to(self.device)
+                probs[rows] = self._normalise(self.model(**batch).logits.float()).cpu().numpy()
+        return probs
+
+    def predict(self, texts: Sequence[str] | str, text_pairs: Optional[Sequence[str]] = None, top_k: int = 1,
+                batch_size: int = 64) -> list[Any]:
+        """Predicted labels with their probabilities, in input order.
+
+        Args:
+            texts: the texts (a single string counts as one text).
+            text_pairs: second texts, one per text, for sentence-pair models.
+            top_k: 1 gives one ``{"label", "score"}`` dict per text; more gives a list of the
+                ``top_k`` most likely labels per text, best first (capped at the number of labels).
+            batch_size: texts per forward pass.
+        """
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+            raise UserInputError(f"top_k must be a positive integer; got {top_k!r}.")
+        probs = self.predict_proba(texts, text_pairs, batch_size)
+        if top_k == 1:
+            best = probs.argmax(axis=1)
+            return [{"label": self.labels[i], "score": float(p)} for i, p in zip(best, probs[np.arange(len(best)), best])]
+        ranked, scores = _top_k(probs, top_k)
+        return [[{"label": self.labels[i], "score": float(s)} for i, s in zip(ids, row)]
+                for ids, row in zip(ranked, scores)]
+
+    def _normalise(self, logits: torch.Tensor) -> torch.Tensor:
+        # The same choice pipeline("text-classification") makes, so scores agree with it.
+        if self.model.config.problem_type == "multi_label_classification" or len(self.labels) == 1:
+            return torch.sigmoid(logits)
+        return torch.softmax(logits, dim=-1)
+
+
+def _top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Label ids and probabilities of the ``k`` best labels per row, best first (ties: lower id first)."""
+    ranked = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return ranked, np.take_along_axis(probs, ranked, axis=1)
+
+
+def _as_texts(values: Sequence[str] | str, name: str) -> list[str]:
+    if isinstance(values, str):
+        return [values]
+    values = list(values)
+    bad = next((i for i, v in enumerate(values) if not isinstance(v, str)), None)
+    if bad is not None:
+        raise UserInputError(
+            f"{name}[{bad}] is {type(values[bad]).__name__} ({values[bad]!r}), not a string; "
+            "pass strings (use '' for a missing text)."
+        )
+    return values
+
+
+def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | torch.device] = None,
+                    quantize: Optional[str] = None) -> Classifier:
+    """Load a trained classifier (a local folder or a Hub repo id) ready to predict.
+
+    Args:
+        path_or_repo_id: a folder written by ``nlp-transfer train`` or any ``*ForSequenceClassification``
+            model with a fast tokenizer.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: the GPU when there is one, else the CPU.
+        quantize: ``"int8"`` converts the Linear layers to dynamically quantized int8 (CPU only):
+            faster on CPU at a small accuracy cost. Off by default.
+
+    Raises:
+        UserInputError: not a sequence classifier, unknown ``quantize``, or int8 on a GPU.
+    """
+    name = str(path_or_repo_id)
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise UserInputError(f"quantize {quantize!r} is unknown; choose {', '.join(QUANTIZE_CHOICES)} or leave it off.")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() and quantize is None else "cpu"
+    device = torch.device(device)
+    if quantize is not None and device.type != "cpu":
+        raise UserInputError(f"quantize={quantize!r} runs on the CPU only; pass device='cpu' or drop quantize.")
+    model, tokenizer = load_trained(name)
+    if model.config.problem_type == "regression":
+        raise UserInputError(f"{name!r} is a regression model, not a classifier; nlp-transfer predicts class labels.")
+    settings = training_settings(name)
+    if quantize == "int8":
+        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    model.to(device)
+    id2label = {int(i): str(label) for i, label in model.config.id2label.items()}
+    return Classifier(
+        model=model,
+        tokenizer=tokenizer,
+        labels=[id2label[i] for i in range(len(id2label))],
+        max_length=int(settings.get("max_length") or position_limit(model.config, tokenizer)),
+        text_column=settings.get("text_column") or "text",
+        text_pair_column=settings.get("text_pair_column"),
+        device=device,
+    )
+
+
+def prediction_columns(top_k: int) -> list[str]:
+    """The columns ``predict_csv`` appends: ``predicted_label``, ``score`` and, for top-k, ``label_1``, ``score_1``..."""
+    extra = [f"{kind}_{rank}" for rank in range(1, top_k + 1) for kind in ("label", "score")] if top_k > 1 else []
+    return [*PREDICTION_COLUMNS, *extra]
+
+
+def _row_chunks(reader: Any, width: int, size: int, path: str) -> Iterator[list[list[str]]]:
+    """Rows of ``reader`` in lists of ``size``; blank lines are skipped, ragged rows refused."""
+    chunk: list[list[str]] = []
+    for row in reader:
+        if not row:
+            continue
+        if len(row) != width:
+            raise UserInputError(
+                f"input file {path!r}: the row ending on line {reader.line_num} has {len(row)} field(s) but the header "
+                f"has {width}; check the quoting and the delimiters of that row."
+            )
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def predict_csv(model: str, input_file: str, output_file: str, text_column: Optional[str] = None,
+                text_pair_column: Optional[str] = None, top_k: int = 1, batch_size: int = 64,
+                quantize: Optional[str] = None, chunk_size: int = 4096, progress: bool = True) -> dict[str, Any]:
+    """Predict every row of a CSV and write it, with its prediction, to ``output_file``.
+
+    The output keeps every input column and appends :func:`prediction_columns`. It is written to a
+    hidden ``.<name>.incomplete`` file next to ``output_file`` and renamed at the end, so a failed
+    run leaves no partial file. Rows are read ``chunk_size`` at a time (constant memory). Under a
+    multi-process launch each process predicts its share of every chunk and the main process
+    writes.
+
+    Args:
+        model: a trained classifier folder or Hub repo id.
+        input_file: the CSV to predict.
+        output_file: where the predictions CSV goes (replaced if it exists).
+        text_column, text_pair_column: override the columns the model was trained on.
+        top_k: also write the ``top_k`` best labels and their probabilities.
+        batch_size: texts per forward pass.
+        quantize: ``"int8"`` for dynamic int8 quantization on the CPU.
+        chunk_size: rows read at a time.
+        progress: show a progress bar (rows/s) on the main process.
+
+    Returns:
+        ``{"output", "rows", "processes", "seconds", "rows_per_second"}``.
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    for name, value in (("--top-k", top_k), ("--batch-size", batch_size), ("chunk_size", chunk_size)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserInputError(f"{name} must be a positive integer; got {value!r}.")
+    path = _check_file(input_file, "input")
+    header = _read_header(path, "input")
+    out = Path(output_file)
+    if out.exists() and out.resolve() == path.resolve():
+        raise UserInputError(f"--output {output_file!r} is the input file; pass another path so the input is kept.")
+    if out.is_dir():
+        raise UserInputError(f"--output {output_file!r} is a directory; pass a file path such as {str(out / 'predictions.csv')!r}.")
+
+    # The model's saved columns are the defaults, so the input is checked against them first.
+    state = PartialState(cpu=quantize is not None or not torch.cuda.is_available())
+    clf = load_classifier(model, device=state.device, quantize=quantize)
+    text_column = text_column or clf.text_column
+    text_pair_column = text_pair_column or clf.text_pair_column
+    require_columns(header, {text_column: "--text-column", **({text_pair_column: "--text-pair-column"} if text_pair_column else {})},
+                    "input", path)
+    added = prediction_columns(min(top_k, len(clf.labels)))
+    clash = [c for c in added if c in header]
+    if clash:
+        raise UserInputError(
+            f"input file {str(path)!r} already has column(s) {', '.join(map(repr, clash))}, which predict adds; "
+            "rename or drop them (is this already a predictions file?)."
+        )
+    text_at = header.index(text_column)
+    pair_at = header.index(text_pair_column) if text_pair_column else None
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = out.with_name(f".{out.name}.incomplete")
+    chunk_size = max(chunk_size, batch_size * state.num_processes)
+    rows_done, started = 0, time.perf_counter()
+    try:
+        # Only the main process writes; the others predict their shares and hand them over.
+        sink = staging.open("w", encoding="utf-8", newline="") if state.is_main_process else contextlib.nullcontext()
+        with path.open("r", encoding="utf-8-sig", newline="") as src, sink as dst_file:
+            reader = csv.reader(src)
+            next(reader)
+            dst = csv.writer(dst_file) if dst_file is not None else None
+            if dst is not None:
+                dst.writerow([*header, *added])
+            bar = tqdm(desc="Predicting", unit=" rows", disable=not (progress and state.is_main_process))
+            for chunk in _row_chunks(reader, len(header), chunk_size, str(path)):
+                with state.split_between_processes(chunk) as share:
+                    probs = clf.predict_proba([r[text_at] for r in share],
+                                              None if pair_at is None else [r[pair_at] for r in share], batch_size)
+                parts = gather_object([probs])
+                if dst is not None:
+                    dst.writerows(_output_rows(clf, chunk, np.concatenate(parts), top_k))
+                rows_done += len(chunk)
+                bar.update(len(chunk))
+            bar.close()
+        if state.is_main_process:
+            staging.replace(out)
+    except BaseException:
+        if state.is_main_process:
+            staging.unlink(missing_ok=True)
+        raise
+    seconds = time.perf_counter() - started
+    return {"output": str(out), "rows": rows_done, "processes": state.num_processes, "seconds": round(seconds, 3),
+            "rows_per_second": round(rows_done / seconds, 1) if seconds > 0 else None}
+
+
+def _output_rows(clf: Classifier, chunk: list[list[str]], probs: np.ndarray, top_k: int) -> Iterator[list[str]]:
+    """Input rows with the predicted label and score (and the top-k) appended, as strings."""
+    ranked, scores = _top_k(probs, top_k)
+    labels = np.asarray(clf.labels, dtype=object)[ranked]
+    score_text = scores.astype(str)  # shortest repr that round-trips the float32 value
+    if ranked.shape[1] == 1:
+        return (row + [label[0], score[0]] for row, label, score in zip(chunk, labels, score_text))
+    interleaved = np.empty((len(chunk), 2 * ranked.shape[1]), dtype=object)
+    interleaved[:, 0::2], interleaved[:, 1::2] = labels, score_text
+    return (row + [label[0], score[0], *extra] for row, label, score, extra in zip(chunk, labels, score_text, interleaved.tolist()))
