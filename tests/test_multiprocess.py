@@ -1,0 +1,58 @@
+"""Training under ``accelerate launch`` with two CPU processes (gloo): the same command, the same files.
+
+Evaluation must count every row exactly once (odd row counts leave a shard one row short, which
+``gather_for_metrics`` must not pad with a duplicate), only the main process writes, checkpoints
+are written collectively, and the result matches a one-process run within noise.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nlp_transfer.cli import main
+
+from conftest import synthetic_rows, write_csv
+
+MODEL_FILES = {"README.md", "config.json", "metrics.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json", "training_config.json", "training_summary.json"}
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not on PATH")
+def test_two_processes_train_evaluate_every_row_once_and_match_one_process(tiny_model_dir, tmp_path):
+    files = {
+        "train": write_csv(tmp_path / "train.csv", synthetic_rows(160, seed=1)),
+        "validation": write_csv(tmp_path / "validation.csv", synthetic_rows(41, seed=2)),
+        "test": write_csv(tmp_path / "test.csv", synthetic_rows(81, seed=3)),
+    }
+
+    def args(out: Path) -> list[str]:
+        return [
+            "-q", "train", str(files["train"]), "--validation-file", str(files["validation"]),
+            "--test-file", str(files["test"]), "--model", tiny_model_dir, "--output-dir", str(out),
+            "--epochs", "4", "--batch-size", "8", "--learning-rate", "2e-3", "--max-length", "32",
+            "--checkpoint-every", "5",
+        ]
+
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "nlp_transfer.cli"]
+    proc = subprocess.run([*launcher, *args(tmp_path / "two")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert main(args(tmp_path / "one")) == 0
+
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    one = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert two["validation"]["num_samples"] == 41
+    assert two["test"]["num_samples"] == 81
+    assert sum(map(sum, two["test"]["confusion_matrix"]["matrix"])) == 81
+    assert abs(two["test"]["accuracy"] - one["test"]["accuracy"]) <= 0.1
+    assert two["test"]["accuracy"] >= 0.85
+    # Only the main process wrote: exactly the model files, no checkpoints, nothing beside the folders.
+    assert {p.name for p in (tmp_path / "two").iterdir()} == MODEL_FILES
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "test.csv", "train.csv", "two", "validation.csv"]
+    print(json.dumps({"one_process": one["test"]["accuracy"], "two_processes": two["test"]["accuracy"]}))
