@@ -14,16 +14,18 @@ import math
 import platform
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
 from . import __version__
+from .checkpoint import Checkpoints, StopSignals, TrainingInterrupted, TrainState, check_same_settings, resume_point
 from .config import TrainConfig
 from .data import PreparedData, column, prepare_data
 from .evaluation import eval_loader, evaluate_loader, model_inputs
@@ -31,6 +33,7 @@ from .model_card import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, train_command, 
 from .modeling import check_max_length, load_for_training, load_tokenizer, save_model
 from .outputs import OutputDir
 from .sampler import LengthGroupedSampler
+from .strategies import apply_strategy, export_model, param_groups, parameter_counts, unfreeze_for_epoch
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,9 @@ def train(config: TrainConfig, command: Optional[str] = None, hub_token: Optiona
         The output folder with the validation/test metrics and the training summary.
 
     Raises:
-        UserInputError: bad data, columns or options (nothing is written).
+        UserInputError: bad data, columns or options (nothing is written), or another run holds
+            the output folder.
+        TrainingInterrupted: SIGINT/SIGTERM stopped the run after a checkpoint (``--resume`` continues it).
         PushError: ``config.push_to_hub`` is set and the push failed (the model folder is complete).
     """
     if config.push_to_hub:
@@ -71,143 +76,215 @@ def train(config: TrainConfig, command: Optional[str] = None, hub_token: Optiona
 
         hub_token = resolve_token(hub_token)  # no token: stop now rather than after the training
     output = OutputDir(config.output_dir, overwrite=config.overwrite)
-    output.check()
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
     )
+    if accelerator.is_main_process:
+        output.lock()  # a second run on the same --output-dir stops here
+    try:
+        result = _train(config, command, accelerator, output)
+    finally:
+        output.unlock()
+    if config.push_to_hub and accelerator.is_main_process:
+        result.pushed = result.push(config.push_to_hub, private=config.hub_private, token=hub_token)
+    return result
+
+
+def _train(config: TrainConfig, command: Optional[str], accelerator: Accelerator, output: OutputDir) -> TrainResult:
+    output.check()
+    resume_from = resume_point(config, output)
+    if resume_from is not None:
+        check_same_settings(config, resume_from)
     set_seed(config.seed)
 
-    tokenizer = load_tokenizer(config.model)
-    check_max_length(config.model, config.max_length, tokenizer)
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    check_max_length(config.model, config.max_length, tokenizer, trust_remote_code=config.trust_remote_code)
     with accelerator.main_process_first():
         data = prepare_data(config, tokenizer)
 
     set_seed(config.seed)  # the head's initialisation must not depend on data preparation
-    model = load_for_training(config.model, data.labels)
-    train_loader = _train_loader(data, tokenizer, config)
+    model = apply_strategy(load_for_training(
+        config.model, data.labels, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
+    ), config)
+    feature_cache = None
+    if config.strategy == "feature-extraction":  # the head trains on encoder outputs computed once and cached
+        from .features import feature_loaders
+
+        with accelerator.main_process_first():
+            model, train_loader, val_loader, feature_cache = feature_loaders(
+                model, data, tokenizer, config, accelerator.device
+            )
+    else:
+        train_loader = _train_loader(data, tokenizer, config)
+        val_loader = eval_loader(data.validation, tokenizer, config.eval_batch_size)
     # Counted on the unsharded loader: accelerate steps a prepared scheduler once per process.
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.epochs
     optimizer = _optimizer(model, config)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
-    val_loader = eval_loader(data.validation, tokenizer, config.eval_batch_size)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler
     )
 
+    checkpoints = Checkpoints(output.staging, config, accelerator)
+    state, best_weights = TrainState(num_processes=accelerator.num_processes), None
+    if resume_from is not None:
+        state, best_weights = checkpoints.load(resume_from)
+    elif accelerator.is_main_process:
+        output.discard()  # leftovers of a crashed run, or an unfinished one given up with --overwrite
     staging = output.create_staging() if accelerator.is_main_process else output.staging
+    accelerator.wait_for_everyone()
     try:
-        history, best = _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loader, data)
+        history, best = _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loader, data,
+                             checkpoints, state, best_weights)
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.load_state_dict(best["state"])
+        counts = parameter_counts(unwrapped)
+        unwrapped = export_model(unwrapped)  # the plain classifier that is saved: LoRA merged, feature head unwrapped
         metrics = {"validation": best["validation"], "test": None}
         if data.test is not None:
             test_loader = accelerator.prepare(eval_loader(data.test, tokenizer, config.eval_batch_size))
-            metrics["test"] = evaluate_loader(model, test_loader, accelerator, data.labels, desc="Testing")
+            metrics["test"] = evaluate_loader(unwrapped, test_loader, accelerator, data.labels, desc="Testing")
         summary = _summary(config, data, history, best, command)
+        summary.update(strategy=config.strategy, **counts)
+        if feature_cache is not None:
+            summary["feature_cache"] = vars(feature_cache)
         if accelerator.is_main_process:
             save_model(unwrapped, tokenizer, staging, config.max_length)
             config.save(staging / CONFIG_FILE)
             _write_json(staging / METRICS_FILE, metrics)
             _write_json(staging / SUMMARY_FILE, summary)
             write_card(staging, location=output.path)
+            checkpoints.remove_all()
             output.commit()
         accelerator.wait_for_everyone()
-    except BaseException:
+    except BaseException as err:
         if accelerator.is_main_process:
-            output.discard()
+            if not checkpoints.exist():
+                output.discard()
+            elif not isinstance(err, TrainingInterrupted):
+                logger.error("the run failed; its checkpoints are kept in %s: fix the cause and run the same "
+                             "command with --resume to continue", checkpoints.root)
         raise
     finally:
         accelerator.end_training()
-    result = TrainResult(str(output.path), metrics, summary)
-    if config.push_to_hub and accelerator.is_main_process:
-        result.pushed = result.push(config.push_to_hub, private=config.hub_private, token=hub_token)
-    return result
+    return TrainResult(str(output.path), metrics, summary)
 
 
 def _train_loader(data: PreparedData, tokenizer: Any, config: TrainConfig) -> DataLoader:
     lengths = column(data.train, "length").to_numpy()
-    if config.group_by_length:
-        sampler = LengthGroupedSampler(lengths, config.batch_size, seed=config.seed)
-    else:
-        sampler = RandomSampler(range(len(lengths)), generator=torch.Generator().manual_seed(config.seed))
+    # Either way the order of epoch e depends only on (seed, e), so a resumed run sees the same
+    # batches; groups of one batch (mega_batch_factor=1) are a plain shuffle.
+    group = 50 if config.group_by_length else 1
+    sampler = LengthGroupedSampler(lengths, config.batch_size, seed=config.seed, mega_batch_factor=group)
     return DataLoader(
         model_inputs(data.train),
         batch_sampler=BatchSampler(sampler, config.batch_size, drop_last=False),
         collate_fn=DataCollatorWithPadding(tokenizer),
+        # Iterating a DataLoader draws a seed from this generator, not from the global RNG that
+        # dropout uses, so skipping batches on resume leaves the dropout sequence exact.
+        generator=torch.Generator().manual_seed(config.seed),
     )
 
 
 def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and LayerNorm weights (the 1-d parameters)."""
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (no_decay if param.ndim < 2 else decay).append(param)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=config.learning_rate, foreach=True)
+    """AdamW without weight decay on biases and LayerNorm weights (the 1-d parameters), per-layer rates."""
+    return torch.optim.AdamW(param_groups(model, config), lr=config.learning_rate, foreach=True)
 
 
-def _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loader, data):
-    """The epoch loop; returns the per-epoch history and the best epoch (weights kept on CPU)."""
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {"score": -math.inf}
-    patience = 0
-    start = time.perf_counter()
-    tokens = padded = 0
-    for epoch in range(config.epochs):
-        model.train()
-        train_loader.set_epoch(epoch)
-        progress = tqdm(
-            total=len(train_loader), desc=f"Epoch {epoch + 1}/{config.epochs}",
-            disable=not accelerator.is_local_main_process,
-        )
-        loss_sum = torch.zeros((), device=accelerator.device)
-        for batch in train_loader:
-            with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
-                if accelerator.sync_gradients and config.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.detach()
-            tokens += int(batch["attention_mask"].sum())
-            padded += batch["attention_mask"].numel()
-            progress.update(1)
-            if progress.n % 10 == 0 or progress.n == progress.total:
-                progress.set_postfix(loss=f"{loss_sum.item() / progress.n:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-        progress.close()
-        train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / max(1, len(train_loader))
-        validation = evaluate_loader(model, val_loader, accelerator, data.labels, desc="Validating")
-        score = validation[config.metric_for_best_model]
-        history.append({"epoch": epoch + 1, "train_loss": train_loss, "validation": _headline(validation)})
-        if accelerator.is_main_process:
-            logger.info(
-                "epoch %d: train loss %.4f, validation accuracy %.4f, %s %.4f",
-                epoch + 1, train_loss, validation["accuracy"], config.metric_for_best_model, score,
+def _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loader, data, checkpoints, state,
+         best_weights):
+    """The epoch loop, from ``state`` (fresh or loaded from a checkpoint); returns the per-epoch history
+    and the best epoch (weights kept on CPU).
+
+    A checkpoint is written every ``--checkpoint-every`` optimizer steps, after each epoch's
+    validation, and when SIGINT/SIGTERM asks to stop (then :class:`TrainingInterrupted` is raised).
+    """
+    start = time.perf_counter() - state.elapsed_seconds
+
+    def save() -> Optional[Path]:
+        state.elapsed_seconds = time.perf_counter() - start
+        return checkpoints.save(state, best_weights)
+
+    with StopSignals(accelerator) as stop:
+        for epoch in range(state.epoch, config.epochs):
+            model.train()
+            unfreeze_for_epoch(accelerator.unwrap_model(model), config, epoch)
+            train_loader.set_epoch(epoch)
+            # Resuming mid-epoch: the sampler gives the same order (seed + epoch), minus the batches done.
+            batches = accelerator.skip_first_batches(train_loader, state.batches_done) if state.batches_done else train_loader
+            progress = tqdm(
+                total=len(train_loader), initial=state.batches_done, desc=f"Epoch {epoch + 1}/{config.epochs}",
+                disable=not accelerator.is_local_main_process,
             )
-        if score > best["score"]:
-            state = accelerator.unwrap_model(model).state_dict()
-            best = {
-                "score": score, "epoch": epoch + 1, "validation": validation,
-                "state": {k: v.detach().to("cpu", copy=True) for k, v in state.items()},
-            }
-            patience = 0
-        else:
-            patience += 1
-            if config.early_stopping_patience is not None and patience >= config.early_stopping_patience:
+            resumed_sum = state.loss_sums[accelerator.process_index] if state.batches_done else 0.0
+            loss_sum = torch.tensor(resumed_sum, dtype=torch.float32, device=accelerator.device)
+            epoch_start = time.perf_counter()
+            for batch in batches:
+                with accelerator.accumulate(model):
+                    loss = model(**batch).loss
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and config.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                loss_sum += loss.detach()
+                state.batches_done += 1
+                if "attention_mask" in batch:  # cached-feature batches hold vectors, not tokens
+                    state.tokens += int(batch["attention_mask"].sum())
+                    state.padded += batch["attention_mask"].numel()
+                progress.update(1)
+                if progress.n % 10 == 0 or progress.n == progress.total:
+                    progress.set_postfix(loss=f"{loss_sum.item() / progress.n:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                if not accelerator.sync_gradients:
+                    continue
+                state.global_step += 1
+                # The epoch's last step is saved after validation, with the epoch-end checkpoint.
+                mid_epoch = state.batches_done < len(train_loader)
+                signum = stop.requested() if mid_epoch else 0
+                if mid_epoch and (signum or checkpoints.due(state.global_step)):
+                    state.loop_seconds += time.perf_counter() - epoch_start
+                    epoch_start = time.perf_counter()
+                    state.loss_sums = accelerator.gather(loss_sum.reshape(1)).tolist()
+                    path = save()
+                    if signum:
+                        progress.close()
+                        raise TrainingInterrupted(signum, path)
+            progress.close()
+            state.loop_seconds += time.perf_counter() - epoch_start
+            train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / max(1, len(train_loader))
+            validation = evaluate_loader(model, val_loader, accelerator, data.labels, desc="Validating")
+            score = validation[config.metric_for_best_model]
+            state.history.append({"epoch": epoch + 1, "train_loss": train_loss, "validation": _headline(validation)})
+            if accelerator.is_main_process:
+                logger.info(
+                    "epoch %d: train loss %.4f, validation accuracy %.4f, %s %.4f",
+                    epoch + 1, train_loss, validation["accuracy"], config.metric_for_best_model, score,
+                )
+            state.epoch, state.batches_done, state.loss_sums = epoch + 1, 0, []
+            if score > state.best["score"]:
+                weights = accelerator.unwrap_model(model).state_dict()
+                best_weights = {k: v.detach().to("cpu", copy=True) for k, v in weights.items()}
+                state.best = {"score": score, "epoch": epoch + 1, "validation": validation}
+                state.patience = 0
+            else:
+                state.patience += 1
+            stopping = config.early_stopping_patience is not None and state.patience >= config.early_stopping_patience
+            if stopping:
+                state.epoch = config.epochs  # a resume goes straight to the test set
+            path = save()
+            signum = stop.requested()
+            if signum and state.epoch < config.epochs:
+                raise TrainingInterrupted(signum, path)
+            if stopping:
                 if accelerator.is_main_process:
-                    logger.info("early stopping: no better %s for %d epochs", config.metric_for_best_model, patience)
+                    logger.info("early stopping: no better %s for %d epochs", config.metric_for_best_model, state.patience)
                 break
-    best["runtime"] = time.perf_counter() - start
-    best["tokens"], best["padded"] = tokens, padded
-    return history, best
+    best = {**state.best, "state": best_weights, "runtime": time.perf_counter() - start,
+            "loop_seconds": state.loop_seconds, "tokens": state.tokens, "padded": state.padded}
+    return state.history, best
 
 
 def _headline(report: dict[str, Any]) -> dict[str, float]:
@@ -230,8 +307,9 @@ def _summary(config: TrainConfig, data: PreparedData, history, best, command: Op
         "best_epoch": best["epoch"],
         "history": history,
         "train_runtime_s": best["runtime"],
-        "train_samples_per_s": rows / best["runtime"] if best["runtime"] else 0.0,
-        "train_tokens_per_s": real / best["runtime"] if best["runtime"] else 0.0,
+        "train_loop_s": best["loop_seconds"],
+        "train_samples_per_s": rows / best["loop_seconds"] if best["loop_seconds"] else 0.0,
+        "train_tokens_per_s": real / best["loop_seconds"] if best["loop_seconds"] else 0.0,
         "padding_fraction": 1 - real / padded if padded else 0.0,
         "hardware": _hardware(),
         "versions": {
