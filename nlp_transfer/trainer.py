@@ -236,8 +236,10 @@ def _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loa
                     state.tokens += int(batch["attention_mask"].sum())
                     state.padded += batch["attention_mask"].numel()
                 progress.update(1)
-                if progress.n % 10 == 0 or progress.n == progress.total:
-                    progress.set_postfix(loss=f"{loss_sum.item() / progress.n:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+                # Counted by the loop: a disabled bar (processes other than the main one) counts nothing.
+                if state.batches_done % 10 == 0 or state.batches_done == len(train_loader):
+                    progress.set_postfix(loss=f"{loss_sum.item() / state.batches_done:.4f}",
+                                         lr=f"{scheduler.get_last_lr()[0]:.2e}")
                 if not accelerator.sync_gradients:
                     continue
                 state.global_step += 1

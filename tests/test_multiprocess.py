@@ -8,6 +8,7 @@ are written collectively, and the result matches a one-process run within noise.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -39,10 +40,15 @@ def test_two_processes_train_evaluate_every_row_once_and_match_one_process(tiny_
             "--checkpoint-every", "5",
         ]
 
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    # accelerate's --cpu flag starts a single process unless MPI is set up; the multi-process
+    # launcher with ACCELERATE_USE_CPU gives torch.distributed over gloo (see the README).
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "nlp_transfer.cli"]
-    proc = subprocess.run([*launcher, *args(tmp_path / "two")], capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+    proc = subprocess.run([*launcher, *args(tmp_path / "two")], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # Each process trained on half of the 20 batches of an epoch: really two processes, not one.
+    assert "Epoch 1/4: 100%|██████████| 10/10" in proc.stderr.replace("\r", "\n")
     assert main(args(tmp_path / "one")) == 0
 
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
