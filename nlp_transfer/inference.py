@@ -241,7 +241,7 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
     if out.is_dir():
         raise UserInputError(f"--output {output_file!r} is a directory; pass a file path such as {str(out / 'predictions.csv')!r}.")
 
-    # The model's saved columns are the defaults, so the input is checked against them first.
+    # The columns default to those saved with the model, so it loads before the header is checked.
     state = PartialState(cpu=quantize is not None or not torch.cuda.is_available())
     clf = load_classifier(model, device=state.device, quantize=quantize)
     text_column = text_column or clf.text_column
