@@ -76,13 +76,13 @@ def make_files(args, workdir: Path) -> dict:
 
 
 def run_ours(args, files: dict) -> dict:
-    from nlp_transfer import TrainConfig, train
+    from nlp_transfer import DEFAULT_MODEL, TrainConfig, train
 
     out = Path(args.workdir) / "ours-model"
     start = time.perf_counter()
     result = train(TrainConfig(
         train_file=files["train"], validation_file=files["validation"], test_file=files["test"],
-        output_dir=str(out), overwrite=True, epochs=args.epochs, batch_size=args.batch_size,
+        model=args.model or DEFAULT_MODEL, output_dir=str(out), overwrite=True, epochs=args.epochs, batch_size=args.batch_size,
         eval_batch_size=64, learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed,
         mixed_precision=args.mixed_precision,
     ))
@@ -165,6 +165,20 @@ def run_trainer(args, files: dict, tuned: bool) -> dict:
     }
 
 
+def build_tiny_model(path: Path) -> str:
+    """A 2-layer random BERT with the real tokenizer: the model cost is small, the data pipeline is not."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from nlp_transfer.config import DEFAULT_MODEL
+    from nlp_transfer.modeling import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
+    BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=128)).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return str(path)
+
+
 # ----------------------------------------------------------------------------- roofline
 
 
@@ -225,12 +239,15 @@ def parse_args(argv=None):
     parser.add_argument("--gpu", action="store_true", help="let the Trainer use the GPU (ours follows accelerate)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--scale", nargs="+", type=int, help="instead: time and peak memory of ours at these row counts")
+    parser.add_argument("--model", help="encoder for ours (default: the packaged MiniLM); 'tiny' = a 2-layer random "
+                        "BERT, for scale runs that measure the data pipeline rather than the model")
     parser.add_argument("--run-variant", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--files", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    keep = ("--dataset", "--epochs", "--batch-size", "--learning-rate", "--max-length", "--seed", "--mixed-precision")
-    args.passthrough = [x for k in keep for x in (k, str(getattr(args, k[2:].replace("-", "_"))))]
+    keep = ("--model", "--dataset", "--epochs", "--batch-size", "--learning-rate", "--max-length", "--seed", "--mixed-precision")
+    args.passthrough = [x for k in keep if getattr(args, k[2:].replace("-", "_")) is not None
+                        for x in (k, str(getattr(args, k[2:].replace("-", "_"))))]
     if args.gpu:
         args.passthrough.append("--gpu")
     return args
@@ -262,6 +279,10 @@ def main(argv=None) -> None:
                                                    "learning_rate", "max_length", "seed", "mixed_precision")},
     }
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
+        if args.model == "tiny":
+            args.model = build_tiny_model(Path(tmp) / "tiny-bert")
+            args.passthrough[args.passthrough.index("--model") + 1] = args.model
+            report["settings"]["model"] = "tiny random BERT (2 layers, hidden 64) with the MiniLM tokenizer"
         if args.scale:
             report["scale"] = []
             for rows in args.scale:
