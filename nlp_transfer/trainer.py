@@ -190,7 +190,11 @@ def _train_loader(data: PreparedData, tokenizer: Any, config: TrainConfig) -> Da
 
 def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW without weight decay on biases and LayerNorm weights (the 1-d parameters), per-layer rates."""
-    return torch.optim.AdamW(param_groups(model, config), lr=config.learning_rate, foreach=True)
+    groups = param_groups(model, config)
+    device = next(model.parameters()).device
+    # One fused kernel for the whole update (CPU and CUDA), as the Trainer's default adamw_torch_fused.
+    fused = device.type in ("cpu", "cuda")
+    return torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused, foreach=None if fused else True)
 
 
 def _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loader, data, checkpoints, state,
@@ -221,6 +225,8 @@ def _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loa
             resumed_sum = state.loss_sums[accelerator.process_index] if state.batches_done else 0.0
             loss_sum = torch.tensor(resumed_sum, dtype=torch.float32, device=accelerator.device)
             epoch_start = time.perf_counter()
+            # Counted on the device and read at the epoch's end: a read per step would stall a GPU.
+            real_tokens = torch.zeros((), dtype=torch.long, device=accelerator.device)
             for batch in batches:
                 with accelerator.accumulate(model):
                     loss = model(**batch).loss
@@ -233,7 +239,7 @@ def _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loa
                 loss_sum += loss.detach()
                 state.batches_done += 1
                 if "attention_mask" in batch:  # cached-feature batches hold vectors, not tokens
-                    state.tokens += int(batch["attention_mask"].sum())
+                    real_tokens += batch["attention_mask"].sum()
                     state.padded += batch["attention_mask"].numel()
                 progress.update(1)
                 # Counted by the loop: a disabled bar (processes other than the main one) counts nothing.
@@ -250,12 +256,15 @@ def _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loa
                     state.loop_seconds += time.perf_counter() - epoch_start
                     epoch_start = time.perf_counter()
                     state.loss_sums = accelerator.gather(loss_sum.reshape(1)).tolist()
+                    state.tokens += int(real_tokens)
+                    real_tokens.zero_()
                     path = save()
                     if signum:
                         progress.close()
                         raise TrainingInterrupted(signum, path)
             progress.close()
             state.loop_seconds += time.perf_counter() - epoch_start
+            state.tokens += int(real_tokens)
             train_loss = accelerator.reduce(loss_sum, reduction="mean").item() / max(1, len(train_loader))
             validation = evaluate_loader(model, val_loader, accelerator, data.labels, desc="Validating")
             score = validation[config.metric_for_best_model]
