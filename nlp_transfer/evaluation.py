@@ -7,8 +7,6 @@ row exactly once.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import torch
@@ -21,7 +19,7 @@ from transformers import DataCollatorWithPadding
 from .data import TextColumns, label_values, load_split, tokenize
 from .errors import UserInputError
 from .metrics import ClassificationReport
-from .modeling import load_trained
+from .modeling import load_trained, training_settings
 
 
 def model_inputs(ds: Dataset) -> Dataset:
@@ -59,13 +57,6 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
     return report.compute()
 
 
-def _saved_settings(model_dir: str) -> dict[str, Any]:
-    path = Path(model_dir) / "training_config.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    return {}
-
-
 def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = None,
                    text_pair_column: Optional[str] = None, label_column: Optional[str] = None,
                    batch_size: int = 64, max_length: Optional[int] = None) -> dict[str, Any]:
@@ -81,7 +72,7 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
         batch_size: rows per forward pass.
         max_length: override the saved truncation length.
     """
-    settings = _saved_settings(model_dir)
+    settings = training_settings(model_dir)
     columns = TextColumns(
         text_column or settings.get("text_column", "text"),
         text_pair_column or settings.get("text_pair_column"),
