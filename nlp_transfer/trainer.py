@@ -28,6 +28,7 @@ from . import __version__
 from .checkpoint import Checkpoints, StopSignals, TrainingInterrupted, TrainState, check_same_settings, resume_point
 from .config import TrainConfig
 from .data import PreparedData, column, prepare_data
+from .errors import UserInputError
 from .evaluation import eval_loader, evaluate_loader, model_inputs
 from .model_card import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, train_command, write_card
 from .modeling import check_max_length, load_for_training, load_tokenizer, save_model
@@ -93,6 +94,13 @@ def train(config: TrainConfig, command: Optional[str] = None, hub_token: Optiona
 
 def _train(config: TrainConfig, command: Optional[str], accelerator: Accelerator, output: OutputDir) -> TrainResult:
     output.check()
+    if config.strategy == "gradual-unfreeze" and accelerator.num_processes > 1:
+        # DDP fixes the set of synchronised parameters when it wraps the model; layers unfrozen
+        # later would train apart on each process.
+        raise UserInputError(
+            f"--strategy gradual-unfreeze runs in one process, but {accelerator.num_processes} were launched; "
+            "run it without accelerate launch, or use --strategy freeze for multi-process training."
+        )
     resume_from = resume_point(config, output)
     if resume_from is not None:
         check_same_settings(config, resume_from)
