@@ -30,12 +30,13 @@ import torch
 import xxhash
 from datasets import Dataset, load_from_disk
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader, RandomSampler
+from torch.utils.data import BatchSampler, DataLoader
 from transformers import DataCollatorWithPadding
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .data import PreparedData, column
 from .errors import UserInputError
+from .sampler import LengthGroupedSampler
 from .strategies import encoder_of, layer_groups
 
 logger = logging.getLogger(__name__)
@@ -266,8 +267,11 @@ def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config
         logger.info("encoded %d texts once; features cached in %s", stats.rows_encoded, cache_dir)
     else:
         logger.info("all features read from the cache in %s (no encoder passes)", cache_dir)
-    sampler = RandomSampler(range(splits["train"].num_rows), generator=torch.Generator().manual_seed(config.seed))
-    train_loader = DataLoader(splits["train"], batch_sampler=BatchSampler(sampler, config.batch_size, drop_last=False))
+    # A plain shuffle whose order depends only on (seed, epoch), so a resumed run sees the same batches.
+    sampler = LengthGroupedSampler(np.zeros(splits["train"].num_rows), config.batch_size, seed=config.seed,
+                                   mega_batch_factor=1)
+    train_loader = DataLoader(splits["train"], batch_sampler=BatchSampler(sampler, config.batch_size, drop_last=False),
+                              generator=torch.Generator().manual_seed(config.seed))
     val_loader = DataLoader(splits["validation"], batch_size=config.eval_batch_size, shuffle=False)
     return head, train_loader, val_loader, stats
 
