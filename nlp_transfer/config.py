@@ -81,7 +81,8 @@ class TrainConfig:
     max_grad_norm: float = _opt(1.0, "Clip the global gradient norm to this value (0 turns clipping off).")
     seed: int = _opt(42, "Seed for the head's initialisation, data order and the validation split.")
     max_train_samples: Optional[int] = _opt(
-        None, "Use only the first N training rows (after the validation split): quick experiments."
+        None, "Use a seeded random sample of N rows of the training file (taken before any validation split): "
+        "quick experiments."
     )
     validation_split: float = _opt(
         0.1, "Fraction of training rows held out for validation when no --validation-file is given (stratified)."
