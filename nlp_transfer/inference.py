@@ -74,17 +74,16 @@ class Classifier:
         probs = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
             return probs
-        # One batched (Rust) tokenizer call gives every length; longest first so that each batch
-        # pads to a length close to its own texts and an out-of-memory error shows at once.
-        lengths = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length, return_length=True,
-                                 return_attention_mask=False, return_token_type_ids=False)["length"]
-        order = np.argsort(-np.asarray(lengths), kind="stable")
+        # Tokenize everything once in one batched (Rust) call, then pad batch by batch. Longest
+        # first, so each batch pads to a length close to its own texts and an out-of-memory error
+        # shows at once.
+        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
+        order = np.argsort(-np.asarray([len(ids) for ids in encoded["input_ids"]]), kind="stable")
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
-                batch = self.tokenizer(
-                    [texts[i] for i in rows], None if pairs is None else [pairs[i] for i in rows],
-                    truncation=True, max_length=self.max_length, padding=True, return_tensors="pt",
+                batch = self.tokenizer.pad(
+                    {key: [values[i] for i in rows] for key, values in encoded.items()}, return_tensors="pt"
                 ).to(self.device)
                 probs[rows] = self._normalise(self.model(**batch).logits.float()).cpu().numpy()
         return probs
