@@ -19,15 +19,17 @@ from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedType, set_seed
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
 from . import __version__
+from .allocator import reuse_freed_memory
 from .checkpoint import Checkpoints, StopSignals, TrainingInterrupted, TrainState, check_same_settings, resume_point
 from .config import TrainConfig
 from .data import PreparedData, column, prepare_data
+from .dropout import use_cpu_dropout
 from .errors import UserInputError
 from .evaluation import eval_loader, evaluate_loader, model_inputs
 from .model_card import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, train_command, write_card
@@ -115,6 +117,8 @@ def _train(config: TrainConfig, command: Optional[str], accelerator: Accelerator
     model = apply_strategy(load_for_training(
         config.model, data.labels, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
     ), config)
+    if config.fast_cpu_dropout and accelerator.device.type == "cpu":
+        use_cpu_dropout(model)
     feature_cache = None
     if config.strategy == "feature-extraction":  # the head trains on encoder outputs computed once and cached
         from .features import feature_loaders
@@ -144,8 +148,9 @@ def _train(config: TrainConfig, command: Optional[str], accelerator: Accelerator
     staging = output.create_staging() if accelerator.is_main_process else output.staging
     accelerator.wait_for_everyone()
     try:
-        history, best = _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loader, data,
-                             checkpoints, state, best_weights)
+        with reuse_freed_memory():
+            history, best = _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loader, data,
+                                 checkpoints, state, best_weights)
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.load_state_dict(best["state"])
         counts = parameter_counts(unwrapped)
@@ -205,6 +210,25 @@ def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optim
     return torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused, foreach=None if fused else True)
 
 
+def _clip_gradients(accelerator: Accelerator, model: torch.nn.Module, max_norm: float) -> None:
+    """``accelerator.clip_grad_norm_``, minus its no-op multiply on CPU.
+
+    Clipping scales every gradient by ``min(1, max_norm / (norm + 1e-6))``; torch multiplies even
+    when that factor is exactly 1 so that a GPU never waits on the host. On the CPU the comparison
+    costs nothing and skipping the multiply (a pass over all 22.7 M gradients of the default
+    encoder, ~2% of a step) leaves every gradient bit-identical.
+    """
+    plain = accelerator.distributed_type in (DistributedType.NO, DistributedType.MULTI_CPU)
+    if not plain or accelerator.device.type != "cpu":
+        accelerator.clip_grad_norm_(model.parameters(), max_norm)
+        return
+    accelerator.unscale_gradients()
+    parameters = [p for p in model.parameters() if p.grad is not None]
+    total = torch.nn.utils.get_total_norm([p.grad for p in parameters])
+    if not max_norm / (total + 1e-6) >= 1.0:  # "not >=" so that a NaN norm still propagates as torch does
+        torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
+
+
 def _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loader, data, checkpoints, state,
          best_weights):
     """The epoch loop, from ``state`` (fresh or loaded from a checkpoint); returns the per-epoch history
@@ -240,7 +264,7 @@ def _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loa
                     loss = model(**batch).loss
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                        _clip_gradients(accelerator, model, config.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)

@@ -147,3 +147,27 @@ def test_length_grouping_cuts_padding_without_hurting_accuracy(tiny_config, tmp_
     plain = train(tiny_config(output_dir=str(tmp_path / "p"), group_by_length=False, **common))
     assert grouped.summary["padding_fraction"] < 0.5 * plain.summary["padding_fraction"]
     assert grouped.metrics["test"]["accuracy"] >= 0.85 and plain.metrics["test"]["accuracy"] >= 0.85
+
+
+@pytest.mark.parametrize("max_norm", [1e-3, 1e6])  # clipped, and left as it is
+def test_cpu_clipping_is_bit_identical_to_accelerate(tiny_model_dir, max_norm):
+    import torch
+    from accelerate import Accelerator
+    from transformers import AutoModelForSequenceClassification
+
+    from nlp_transfer.trainer import _clip_gradients
+
+    def gradients(clip):
+        torch.manual_seed(0)
+        accelerator = Accelerator(cpu=True)
+        model = accelerator.prepare(AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=2))
+        ids = torch.randint(5, 99, (4, 12))
+        accelerator.backward(model(input_ids=ids, labels=torch.tensor([0, 1, 1, 0])).loss)
+        clip(accelerator, model)
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    ours = gradients(lambda acc, model: _clip_gradients(acc, model, max_norm))
+    reference = gradients(lambda acc, model: acc.clip_grad_norm_(model.parameters(), max_norm))
+    unclipped = gradients(lambda acc, model: None)
+    assert all(torch.equal(a, b) for a, b in zip(ours, reference))
+    assert all(torch.equal(a, b) for a, b in zip(ours, unclipped)) == (max_norm > 1)
