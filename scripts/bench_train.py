@@ -150,7 +150,13 @@ def run_trainer(args, files: dict, tuned: bool) -> dict:
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=data["train"], data_collator=collator)
     train_start = time.perf_counter()
-    trainer.train()
+    if args.trainer_heap_reuse:
+        from nlp_transfer.allocator import reuse_freed_memory
+
+        with reuse_freed_memory():
+            trainer.train()
+    else:
+        trainer.train()
     train_seconds = time.perf_counter() - train_start
     real, padded = collator.real, collator.padded
     output = trainer.predict(data["test"])
@@ -215,6 +221,11 @@ def flops_per_real_token(mean_length: float) -> dict:
 # ----------------------------------------------------------------------------- driver
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median samples/s (the lower middle one for an even count)."""
+    return sorted(runs, key=lambda r: r["samples_per_s"])[(len(runs) - 1) // 2]
+
+
 def run_variant_subprocess(args, variant: str, files: dict) -> dict:
     cmd = [sys.executable, __file__, "--run-variant", variant, "--files", json.dumps(files)] + args.passthrough
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error")
@@ -238,6 +249,12 @@ def parse_args(argv=None):
     parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     parser.add_argument("--gpu", action="store_true", help="let the Trainer use the GPU (ours follows accelerate)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--repeats", type=int, default=1, help="run the variants this many times, interleaved "
+                        "(ours, baselines, ours, ...), and report each variant's median run: a shared or "
+                        "virtual machine's noise then hits every variant alike")
+    parser.add_argument("--trainer-heap-reuse", action="store_true", help="give the Trainer runs the same glibc "
+                        "heap setting that nlp-transfer applies while training (nlp_transfer.allocator), to "
+                        "separate that setting's share of the speed-up")
     parser.add_argument("--scale", nargs="+", type=int, help="instead: time and peak memory of ours at these row counts")
     parser.add_argument("--model", help="encoder for ours (default: the packaged MiniLM); 'tiny' = a 2-layer random "
                         "BERT, for scale runs that measure the data pipeline rather than the model")
@@ -250,6 +267,8 @@ def parse_args(argv=None):
                         for x in (k, str(getattr(args, k[2:].replace("-", "_"))))]
     if args.gpu:
         args.passthrough.append("--gpu")
+    if args.trainer_heap_reuse:
+        args.passthrough.append("--trainer-heap-reuse")
     return args
 
 
@@ -296,11 +315,15 @@ def main(argv=None) -> None:
             print(json.dumps(report, indent=2))
             return
         files = make_files(args, Path(tmp))
-        results = {}
-        for variant in args.variants:
-            results[variant] = run_variant_subprocess(args, variant, files)
-            print(f"{variant}: {json.dumps(results[variant])}", file=sys.stderr)
+        runs: dict = {variant: [] for variant in args.variants}
+        for _ in range(args.repeats):
+            for variant in args.variants:
+                runs[variant].append(run_variant_subprocess(args, variant, files))
+                print(f"{variant}: {json.dumps(runs[variant][-1])}", file=sys.stderr)
+    results = {variant: median_run(rs) for variant, rs in runs.items()}
     report["results"] = results
+    if args.repeats > 1:
+        report["samples_per_s_of_each_run"] = {v: [round(r["samples_per_s"], 1) for r in rs] for v, rs in runs.items()}
     if "ours" in results:
         for base in ("trainer_pad", "trainer_tuned"):
             if base in results:
