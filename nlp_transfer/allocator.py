@@ -47,7 +47,7 @@ def _glibc() -> Optional[ctypes.CDLL]:
 def _set(libc: ctypes.CDLL, mmap_threshold: int, trim_threshold: int) -> bool:
     # The trim threshold matters as much: with a small one, freeing a large block at the top of
     # the heap hands the pages straight back to the kernel.
-    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, mmap_threshold) and libc.mallopt(_M_TRIM_THRESHOLD, trim_threshold))
 
 
 @contextlib.contextmanager

@@ -102,7 +102,8 @@ class TrainConfig:
     )
     fast_cpu_dropout: bool = _opt(
         True, "On CPU, draw dropout masks from 16 random bits per element instead of torch's one float each "
-        "(the same dropout rate to 5 decimals, steps about 5 percent faster); --no-fast-cpu-dropout uses torch's nn.Dropout."
+        "(the same dropout rate to 5 decimals, steps about 5 percent faster); --no-fast-cpu-dropout uses "
+        "torch's nn.Dropout."
     )
     license: Optional[str] = _opt(None, "License of the trained model for the model card (e.g. apache-2.0, mit).")
     language: Optional[str] = _opt(None, "Language code of the texts for the model card (e.g. en).")

@@ -20,6 +20,7 @@ parameters + attention).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -150,12 +151,9 @@ def run_trainer(args, files: dict, tuned: bool) -> dict:
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=data["train"], data_collator=collator)
     train_start = time.perf_counter()
-    if args.trainer_heap_reuse:
-        from nlp_transfer.allocator import reuse_freed_memory
+    from nlp_transfer.allocator import reuse_freed_memory
 
-        with reuse_freed_memory():
-            trainer.train()
-    else:
+    with reuse_freed_memory() if args.trainer_heap_reuse else contextlib.nullcontext():
         trainer.train()
     train_seconds = time.perf_counter() - train_start
     real, padded = collator.real, collator.padded
