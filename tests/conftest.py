@@ -86,14 +86,17 @@ def write_csv(path: Path, rows, header=("text", "label"), **kwargs) -> Path:
     return path
 
 
+def write_splits(root: Path, train: int, validation: int, test: int) -> dict[str, Path]:
+    """Train/validation/test CSVs of synthetic keyword sentiment with these row counts (seeds 1, 2, 3)."""
+    sizes = {"train": train, "validation": validation, "test": test}
+    return {split: write_csv(root / f"{split}.csv", synthetic_rows(n, seed=seed))
+            for seed, (split, n) in enumerate(sizes.items(), start=1)}
+
+
 @pytest.fixture
 def sentiment_csvs(tmp_path) -> dict[str, Path]:
     """Train/validation/test CSVs of synthetic keyword sentiment."""
-    return {
-        "train": write_csv(tmp_path / "train.csv", synthetic_rows(240, seed=1)),
-        "validation": write_csv(tmp_path / "validation.csv", synthetic_rows(60, seed=2)),
-        "test": write_csv(tmp_path / "test.csv", synthetic_rows(80, seed=3)),
-    }
+    return write_splits(tmp_path, train=240, validation=60, test=80)
 
 
 @pytest.fixture

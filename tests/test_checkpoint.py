@@ -25,7 +25,7 @@ from nlp_transfer.checkpoint import CHECKPOINTS_DIR, STATE_FILE, TrainState, lis
 from nlp_transfer.cli import build_parser, main
 from nlp_transfer.outputs import OutputDir
 
-from conftest import synthetic_rows, write_csv
+from conftest import synthetic_rows, write_splits
 
 # 120 rows / batch 16 → 8 steps per epoch; --checkpoint-every 3 puts checkpoints mid-epoch.
 STEPS_PER_EPOCH = 8
@@ -43,11 +43,7 @@ sys.exit(main(sys.argv[1:]))
 def run_args(tiny_model_dir, tmp_path_factory):
     """CLI arguments of one small run (dropout on); call with the output folder."""
     root = tmp_path_factory.mktemp("resume-data")
-    files = {
-        "train": write_csv(root / "train.csv", synthetic_rows(120, seed=1)),
-        "validation": write_csv(root / "validation.csv", synthetic_rows(40, seed=2)),
-        "test": write_csv(root / "test.csv", synthetic_rows(40, seed=3)),
-    }
+    files = write_splits(root, train=120, validation=40, test=40)
 
     def make(output_dir: Path) -> list[str]:
         return [

@@ -82,12 +82,18 @@ def test_body_has_every_section_with_the_run_numbers(model_dir):
     assert "a local encoder" in text and "Texts are cut at 32 tokens" in text
 
 
-def test_card_for_a_repo_names_it_and_links_a_hub_base_model(model_dir, tmp_path):
+def _copy_with(model_dir, tmp_path, json_file: str, **changes) -> Path:
+    """A copy of the trained folder with ``changes`` set in one of its JSON files."""
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)
-    config = json.loads((folder / "training_config.json").read_text())
-    config["model"] = DEFAULT_MODEL
-    (folder / "training_config.json").write_text(json.dumps(config))
+    values = json.loads((folder / json_file).read_text())
+    values.update(changes)
+    (folder / json_file).write_text(json.dumps(values))
+    return folder
+
+
+def test_card_for_a_repo_names_it_and_links_a_hub_base_model(model_dir, tmp_path):
+    folder = _copy_with(model_dir, tmp_path, "training_config.json", model=DEFAULT_MODEL)
 
     card = render_card(folder, "my-org/sentiment-minilm")
 
@@ -97,11 +103,8 @@ def test_card_for_a_repo_names_it_and_links_a_hub_base_model(model_dir, tmp_path
 
 
 def test_validation_results_are_reported_when_there_is_no_test_set(model_dir, tmp_path):
-    folder = tmp_path / "model"
-    shutil.copytree(model_dir, folder)
+    folder = _copy_with(model_dir, tmp_path, "metrics.json", test=None)
     metrics = json.loads((folder / "metrics.json").read_text())
-    metrics["test"] = None
-    (folder / "metrics.json").write_text(json.dumps(metrics))
 
     card = render_card(folder)
 

@@ -18,7 +18,7 @@ import pytest
 
 from nlp_transfer.cli import main
 
-from conftest import synthetic_rows, write_csv
+from conftest import write_splits
 
 MODEL_FILES = {"README.md", "config.json", "metrics.json", "model.safetensors", "tokenizer.json",
                "tokenizer_config.json", "training_config.json", "training_summary.json"}
@@ -26,11 +26,7 @@ MODEL_FILES = {"README.md", "config.json", "metrics.json", "model.safetensors", 
 
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not on PATH")
 def test_two_processes_train_evaluate_every_row_once_and_match_one_process(tiny_model_dir, tmp_path):
-    files = {
-        "train": write_csv(tmp_path / "train.csv", synthetic_rows(160, seed=1)),
-        "validation": write_csv(tmp_path / "validation.csv", synthetic_rows(41, seed=2)),
-        "test": write_csv(tmp_path / "test.csv", synthetic_rows(81, seed=3)),
-    }
+    files = write_splits(tmp_path, train=160, validation=41, test=81)
 
     def args(out: Path) -> list[str]:
         return [
