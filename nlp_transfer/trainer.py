@@ -30,6 +30,7 @@ from .checkpoint import Checkpoints, StopSignals, TrainingInterrupted, TrainStat
 from .config import TrainConfig
 from .data import PreparedData, column, prepare_data
 from .dropout import use_cpu_dropout
+from .last_layer import train_first_position_only
 from .errors import UserInputError
 from .evaluation import eval_loader, evaluate_loader, model_inputs
 from .model_card import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, train_command, write_card
@@ -119,6 +120,8 @@ def _train(config: TrainConfig, command: Optional[str], accelerator: Accelerator
     ), config)
     if config.fast_cpu_dropout and accelerator.device.type == "cpu":
         use_cpu_dropout(model)
+    if config.cls_only_last_layer and config.strategy != "feature-extraction":
+        train_first_position_only(model)
     feature_cache = None
     if config.strategy == "feature-extraction":  # the head trains on encoder outputs computed once and cached
         from .features import feature_loaders
