@@ -30,6 +30,7 @@ from .checkpoint import Checkpoints, StopSignals, TrainingInterrupted, TrainStat
 from .config import TrainConfig
 from .data import PreparedData, column, prepare_data
 from .dropout import use_cpu_dropout
+from .embedding_rows import track_decay, train_all_rows, train_used_rows, used_token_ids
 from .last_layer import train_first_position_only
 from .errors import UserInputError
 from .evaluation import eval_loader, evaluate_loader, model_inputs
@@ -136,7 +137,11 @@ def _train(config: TrainConfig, command: Optional[str], accelerator: Accelerator
     # Counted on the unsharded loader: accelerate steps a prepared scheduler once per process.
     steps_per_epoch = math.ceil(len(train_loader) / config.gradient_accumulation_steps)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = _optimizer(model, config)
+    groups = param_groups(model, config)
+    embedding = _compact_embedding(model, groups, data, config, accelerator)
+    optimizer = _optimizer(model, groups, config)
+    if embedding is not None:
+        track_decay(embedding, optimizer)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler
@@ -156,6 +161,8 @@ def _train(config: TrainConfig, command: Optional[str], accelerator: Accelerator
                                  checkpoints, state, best_weights)
         unwrapped = accelerator.unwrap_model(model)
         unwrapped.load_state_dict(best["state"])
+        if embedding is not None:
+            train_all_rows(embedding)
         counts = parameter_counts(unwrapped)
         unwrapped = export_model(unwrapped)  # the plain classifier that is saved: LoRA merged, feature head unwrapped
         metrics = {"validation": best["validation"], "test": None}
@@ -204,16 +211,41 @@ def _train_loader(data: PreparedData, tokenizer: Any, config: TrainConfig) -> Da
     )
 
 
-def _optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW without weight decay on biases and LayerNorm weights (the 1-d parameters), per-layer rates."""
-    groups = param_groups(model, config)
+def _compact_embedding(model, groups: list[dict[str, Any]], data: PreparedData, config: TrainConfig,
+                       accelerator: Accelerator) -> Optional[torch.nn.Embedding]:
+    """With ``--compact-embeddings`` on one CPU process: put the word embedding's rows that the training
+    set uses (see :mod:`nlp_transfer.embedding_rows`) in ``groups`` in place of its weight. Returns the
+    embedding, or None where it does not apply."""
+    if not (config.compact_embeddings and accelerator.device.type == "cpu" and accelerator.num_processes == 1):
+        return None
+    if config.strategy in ("feature-extraction", "gradual-unfreeze"):  # no encoder training / trainability changes
+        return None
+    embedding = model.get_input_embeddings()
+    if type(embedding) is not torch.nn.Embedding or not embedding.weight.requires_grad or embedding.sparse:
+        return None
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if output is not None and output.weight is embedding.weight:  # tied to an output layer: every row trains
+        return None
+    weight = embedding.weight
+    pad = model.config.pad_token_id
+    used = used_token_ids((chunk.flatten().to_numpy() for chunk in column(data.train, "input_ids").chunks),
+                          embedding.num_embeddings, always=() if pad is None else (pad,))
+    rows = train_used_rows(embedding, used)
+    for group in groups:
+        group["params"] = [rows if p is weight else p for p in group["params"]]
+    return embedding
+
+
+def _optimizer(model: torch.nn.Module, groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over ``groups`` (from :func:`param_groups`: no weight decay on biases and LayerNorm weights,
+    per-layer rates)."""
     device = next(model.parameters()).device
     # One fused kernel for the whole update (CPU and CUDA), as the Trainer's default adamw_torch_fused.
     fused = device.type in ("cpu", "cuda")
     return torch.optim.AdamW(groups, lr=config.learning_rate, fused=fused, foreach=None if fused else True)
 
 
-def _clip_gradients(accelerator: Accelerator, model: torch.nn.Module, max_norm: float) -> None:
+def _clip_gradients(accelerator: Accelerator, model: torch.nn.Module, optimizer, max_norm: float) -> None:
     """``accelerator.clip_grad_norm_``, minus its no-op multiply on CPU.
 
     Clipping scales every gradient by ``min(1, max_norm / (norm + 1e-6))``; torch multiplies even
@@ -226,7 +258,8 @@ def _clip_gradients(accelerator: Accelerator, model: torch.nn.Module, max_norm: 
         accelerator.clip_grad_norm_(model.parameters(), max_norm)
         return
     accelerator.unscale_gradients()
-    parameters = [p for p in model.parameters() if p.grad is not None]
+    # The optimizer's parameters: with --compact-embeddings they include the compact embedding table.
+    parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     total = torch.nn.utils.get_total_norm([p.grad for p in parameters])
     if not max_norm / (total + 1e-6) >= 1.0:  # "not >=" so that a NaN norm still propagates as torch does
         torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)
@@ -267,7 +300,7 @@ def _fit(config, accelerator, model, optimizer, scheduler, train_loader, val_loa
                     loss = model(**batch).loss
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.max_grad_norm > 0:
-                        _clip_gradients(accelerator, model, config.max_grad_norm)
+                        _clip_gradients(accelerator, model, optimizer, config.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)

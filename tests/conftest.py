@@ -62,6 +62,18 @@ def tiny_model_dir(tmp_path_factory) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="session")
+def tiny_model_dir_no_dropout(tiny_model_dir, tmp_path_factory) -> str:
+    """The tiny model with dropout off: two runs that compute the same thing differ only by float rounding."""
+    from transformers import AutoConfig, AutoTokenizer, BertModel
+
+    path = tmp_path_factory.mktemp("tiny-bert-no-dropout")
+    config = AutoConfig.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    BertModel.from_pretrained(tiny_model_dir, config=config).save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    return str(path)
+
+
 def synthetic_rows(n: int, seed: int = 0, labels=("neg", "pos")) -> list[tuple[str, str]]:
     """Keyword-sentiment rows: the label is decided by which word list the text draws from."""
     rng = random.Random(seed)

@@ -109,20 +109,12 @@ def test_applies_under_a_lora_wrapper():
     assert any("lora" in name for name in grads)
 
 
-def test_training_with_and_without_it_learns_the_same(tiny_model_dir, tiny_config, tmp_path):
-    from transformers import AutoConfig, AutoTokenizer, BertModel
-
+def test_training_with_and_without_it_learns_the_same(tiny_model_dir_no_dropout, tiny_config, tmp_path):
     from nlp_transfer import train
 
-    # Without dropout the two runs differ only by float rounding.
-    config = AutoConfig.from_pretrained(tiny_model_dir, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    no_dropout = tmp_path / "no-dropout"
-    BertModel.from_pretrained(tiny_model_dir, config=config).save_pretrained(no_dropout)
-    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(no_dropout)
-
-    pruned = train(tiny_config(model=str(no_dropout), output_dir=str(tmp_path / "pruned"), epochs=2))
-    full = train(tiny_config(model=str(no_dropout), output_dir=str(tmp_path / "full"), epochs=2,
-                             cls_only_last_layer=False))
+    model = tiny_model_dir_no_dropout
+    pruned = train(tiny_config(model=model, output_dir=str(tmp_path / "pruned"), epochs=2))
+    full = train(tiny_config(model=model, output_dir=str(tmp_path / "full"), epochs=2, cls_only_last_layer=False))
     assert pruned.metrics["test"]["accuracy"] >= 0.85
     for split in ("validation", "test"):
         for name in ("accuracy", "f1_macro"):
