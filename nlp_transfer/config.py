@@ -107,7 +107,7 @@ class TrainConfig:
     )
     cls_only_last_layer: bool = _opt(
         True, "While training, compute the last encoder layer at the first ([CLS]) position only: the "
-        "classification head reads nothing else, so gradients are unchanged and about a seventh of a 6-layer "
+        "classification head reads nothing else, so gradients are unchanged and about 13 percent of a 6-layer "
         "encoder's work is skipped. BERT, RoBERTa, XLM-R, CamemBERT and ELECTRA classifiers; others train the "
         "full layer. --no-cls-only-last-layer always trains the full layer."
     )
