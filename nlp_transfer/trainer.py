@@ -119,10 +119,12 @@ def _train(config: TrainConfig, command: Optional[str], accelerator: Accelerator
     model = apply_strategy(load_for_training(
         config.model, data.labels, allow_pickle=config.allow_pickle, trust_remote_code=config.trust_remote_code
     ), config)
+    # What the speed options did to this run, for training_summary.json.
+    speedups: dict[str, Any] = {"fast_cpu_dropout": 0, "cls_only_last_layer": False, "compact_embeddings": None}
     if config.fast_cpu_dropout and accelerator.device.type == "cpu":
-        use_cpu_dropout(model)
+        speedups["fast_cpu_dropout"] = use_cpu_dropout(model)
     if config.cls_only_last_layer and config.strategy != "feature-extraction":
-        train_first_position_only(model)
+        speedups["cls_only_last_layer"] = train_first_position_only(model)
     feature_cache = None
     if config.strategy == "feature-extraction":  # the head trains on encoder outputs computed once and cached
         from .features import feature_loaders
@@ -142,6 +144,7 @@ def _train(config: TrainConfig, command: Optional[str], accelerator: Accelerator
     optimizer = _optimizer(model, groups, config)
     if embedding is not None:
         track_decay(embedding, optimizer)
+        speedups["compact_embeddings"] = {"trained_rows": len(embedding.used), "rows": embedding.num_embeddings}
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
     model, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
         model, optimizer, train_loader, val_loader, scheduler
@@ -170,7 +173,7 @@ def _train(config: TrainConfig, command: Optional[str], accelerator: Accelerator
             test_loader = accelerator.prepare(eval_loader(data.test, tokenizer, config.eval_batch_size))
             metrics["test"] = evaluate_loader(unwrapped, test_loader, accelerator, data.labels, desc="Testing")
         summary = _summary(config, data, history, best, command)
-        summary.update(strategy=config.strategy, **counts)
+        summary.update(strategy=config.strategy, **counts, speedups=speedups)
         if feature_cache is not None:
             summary["feature_cache"] = vars(feature_cache)
         if accelerator.is_main_process:

@@ -153,5 +153,18 @@ def test_training_with_and_without_it_saves_the_same_model(tiny_model_dir_no_dro
     assert ours.keys() == theirs.keys()
     for name in ours:
         torch.testing.assert_close(ours[name], theirs[name], rtol=1e-3, atol=1e-5, msg=name)
+    used = compact.summary["speedups"]["compact_embeddings"]
+    assert 0 < used["trained_rows"] < used["rows"] // 10 and full.summary["speedups"]["compact_embeddings"] is None
     assert compact.metrics["test"]["accuracy"] >= 0.85
     assert compact.metrics["test"]["accuracy"] == pytest.approx(full.metrics["test"]["accuracy"], abs=0.02)
+
+
+@pytest.mark.parametrize("strategy", ["freeze", "lora", "gradual-unfreeze"])
+def test_strategies_that_do_not_train_every_embedding_row_keep_the_plain_table(tiny_config, tmp_path, strategy):
+    from nlp_transfer import train
+
+    if strategy == "lora":
+        pytest.importorskip("peft")
+
+    result = train(tiny_config(strategy=strategy, epochs=1, **({"freeze_layers": 1} if strategy == "freeze" else {})))
+    assert result.summary["speedups"]["compact_embeddings"] is None

@@ -115,6 +115,7 @@ def test_training_with_and_without_it_learns_the_same(tiny_model_dir_no_dropout,
     model = tiny_model_dir_no_dropout
     pruned = train(tiny_config(model=model, output_dir=str(tmp_path / "pruned"), epochs=2))
     full = train(tiny_config(model=model, output_dir=str(tmp_path / "full"), epochs=2, cls_only_last_layer=False))
+    assert pruned.summary["speedups"]["cls_only_last_layer"] and not full.summary["speedups"]["cls_only_last_layer"]
     assert pruned.metrics["test"]["accuracy"] >= 0.85
     for split in ("validation", "test"):
         for name in ("accuracy", "f1_macro"):
