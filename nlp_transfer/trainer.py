@@ -31,9 +31,9 @@ from .config import TrainConfig
 from .data import PreparedData, column, prepare_data
 from .dropout import use_cpu_dropout
 from .embedding_rows import track_decay, train_all_rows, train_used_rows, used_token_ids
-from .last_layer import train_first_position_only
 from .errors import UserInputError
 from .evaluation import eval_loader, evaluate_loader, model_inputs
+from .last_layer import train_first_position_only
 from .model_card import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, train_command, write_card
 from .modeling import check_max_length, load_for_training, load_tokenizer, save_model
 from .outputs import OutputDir
@@ -261,8 +261,11 @@ def _clip_gradients(accelerator: Accelerator, model: torch.nn.Module, optimizer,
         accelerator.clip_grad_norm_(model.parameters(), max_norm)
         return
     accelerator.unscale_gradients()
-    # The optimizer's parameters: with --compact-embeddings they include the compact embedding table.
-    parameters = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    # In the model's order, as accelerate sums them, then what only the optimizer holds (the table
+    # of --compact-embeddings).
+    parameters = [p for p in model.parameters() if p.grad is not None]
+    known = {id(p) for p in parameters}
+    parameters += [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None and id(p) not in known]
     total = torch.nn.utils.get_total_norm([p.grad for p in parameters])
     if not max_norm / (total + 1e-6) >= 1.0:  # "not >=" so that a NaN norm still propagates as torch does
         torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total)

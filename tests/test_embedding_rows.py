@@ -168,3 +168,17 @@ def test_strategies_that_do_not_train_every_embedding_row_keep_the_plain_table(t
 
     result = train(tiny_config(strategy=strategy, epochs=1, **({"freeze_layers": 1} if strategy == "freeze" else {})))
     assert result.summary["speedups"]["compact_embeddings"] is None
+
+
+def test_gradient_clipping_counts_the_compact_table():
+    from accelerate import Accelerator
+
+    from nlp_transfer.trainer import _clip_gradients
+
+    model = _model()
+    _, rows, optimizer = _compact(model)
+    model.train()(**next(_batches(1))).loss.backward()
+    _clip_gradients(Accelerator(cpu=True), model, optimizer, max_norm=1e-3)
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    assert any(g is rows.grad for g in grads)
+    assert torch.nn.utils.get_total_norm(grads).item() == pytest.approx(1e-3, rel=1e-4)
