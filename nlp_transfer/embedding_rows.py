@@ -107,6 +107,8 @@ def train_used_rows(embedding: nn.Embedding, used: torch.Tensor) -> nn.Parameter
     if type(embedding) is not nn.Embedding or embedding.max_norm is not None or embedding.sparse:
         raise TypeError(f"expected a plain nn.Embedding, got {embedding!r}")
     weight = embedding.weight
+    if embedding.padding_idx is not None:  # the padding row is looked up (and kept at zero gradient) too
+        used = torch.unique(torch.cat([used, torch.tensor([embedding.padding_idx])]))
     embedding.__class__ = _UsedRowsEmbedding
     embedding.used = used.to(weight.device)
     embedding.compact = torch.full((weight.shape[0],), -1, dtype=torch.long, device=weight.device)

@@ -182,3 +182,12 @@ def test_gradient_clipping_counts_the_compact_table():
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
     assert any(g is rows.grad for g in grads)
     assert torch.nn.utils.get_total_norm(grads).item() == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_the_padding_row_is_always_prepared():
+    model = _model()
+    embedding = model.get_input_embeddings()
+    train_used_rows(embedding, torch.tensor([10, 11]))  # padding (0) not among them
+    assert embedding.used.tolist() == [0, 10, 11]
+    out = model.train()(input_ids=torch.tensor([[10, 11, 0]]), attention_mask=torch.tensor([[1, 1, 0]]))
+    assert torch.isfinite(out.logits).all()
