@@ -41,6 +41,7 @@ class _UsedRowsEmbedding(nn.Embedding):
     rows: nn.Parameter  # (used, dim), what the optimizer updates; not registered, so not in state_dict()
     used: torch.Tensor  # sorted token ids of the rows
     compact: torch.Tensor  # token id -> row of ``rows``, -1 where unused
+    compact_padding: Optional[int]  # the padding row's place in ``rows``
     initial: torch.Tensor  # the table when training started
     optimizer: Optional[torch.optim.Optimizer]
     synced: tuple[int, float]
@@ -53,8 +54,8 @@ class _UsedRowsEmbedding(nn.Embedding):
         if index.numel() and int(index.min()) < 0:
             unknown = torch.unique(input[index < 0])[:10].tolist()
             raise RuntimeError(f"token ids {unknown} are not among the rows prepared for training")
-        padding = None if self.padding_idx is None else int(self.compact[self.padding_idx])
-        return F.embedding(index, self.rows, padding, None, self.norm_type, self.scale_grad_by_freq, False)
+        return F.embedding(index, self.rows, self.compact_padding, None, self.norm_type, self.scale_grad_by_freq,
+                           False)
 
     def scale(self) -> float:
         """``Π(1 - lr_t·wd)`` over the optimizer steps taken so far: the factor of every unused row."""
@@ -113,6 +114,7 @@ def train_used_rows(embedding: nn.Embedding, used: torch.Tensor) -> nn.Parameter
     embedding.used = used.to(weight.device)
     embedding.compact = torch.full((weight.shape[0],), -1, dtype=torch.long, device=weight.device)
     embedding.compact[embedding.used] = torch.arange(len(used), device=weight.device)
+    embedding.compact_padding = None if embedding.padding_idx is None else int(embedding.compact[embedding.padding_idx])
     embedding.initial = weight.detach().clone()
     embedding.optimizer = None
     # Plain attribute, not a registered parameter: the module's state_dict keeps its usual keys.
@@ -149,7 +151,8 @@ def train_all_rows(embedding: nn.Embedding) -> None:
     embedding.sync()
     for hook in embedding._nlp_transfer_hooks:
         hook.remove()
-    for name in ("rows", "used", "compact", "initial", "optimizer", "synced", "_nlp_transfer_hooks"):
+    for name in ("rows", "used", "compact", "compact_padding", "initial", "optimizer", "synced",
+                 "_nlp_transfer_hooks"):
         embedding.__dict__.pop(name, None)
     embedding.__class__ = nn.Embedding
     embedding.weight.requires_grad_(True)

@@ -22,6 +22,8 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+from transformers.models.bert.modeling_bert import eager_attention_forward
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +39,6 @@ _ATTENTION_KERNELS = ("sdpa", "eager")
 
 
 def _first_position_forward(layer: nn.Module, hidden_states: torch.Tensor, attention_mask: Any) -> torch.Tensor:
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-    from transformers.models.bert.modeling_bert import eager_attention_forward
-
     attention = layer.attention.self
     batch, length, _ = hidden_states.shape
     first = hidden_states[:, :1]

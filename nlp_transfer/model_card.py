@@ -92,8 +92,8 @@ def card_context(
     hyper_keys = (
         "epochs", "batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay", "warmup_ratio",
         "max_grad_norm", "max_length", "seed", "mixed_precision", "group_by_length", "fast_cpu_dropout",
-        "cls_only_last_layer", "compact_embeddings", "metric_for_best_model", "early_stopping_patience", "strategy", "freeze_layers",
-        "layer_lr_decay", "lora_r", "lora_alpha", "pooling",
+        "cls_only_last_layer", "compact_embeddings", "metric_for_best_model", "early_stopping_patience",
+        "strategy", "freeze_layers", "layer_lr_decay", "lora_r", "lora_alpha", "pooling",
     )
     hyperparameters = {k: config[k] for k in hyper_keys if k in config and config[k] is not None}
     is_hub_id = not Path(base_model).exists()
