@@ -1,7 +1,7 @@
 """Checkpoints of an unfinished run, resuming from them exactly, and stopping cleanly on signals.
 
 A checkpoint is a folder ``<staging>/checkpoints/checkpoint-<step>/`` (``<staging>`` is the
-run's ``.<name>.incomplete/`` folder, see :mod:`nlp_transfer.outputs`) holding:
+run's ``.<name>.incomplete/`` folder, see :mod:`nlp_transfer.artifacts`) holding:
 
 - what ``accelerator.save_state`` writes: ``model.safetensors``, ``optimizer.bin``,
   ``scheduler.bin`` and ``random_states_<rank>.pkl`` (the RNG states of every process, so
@@ -39,14 +39,13 @@ from safetensors.torch import load_file, save_file
 
 from .config import TrainConfig
 from .errors import UserInputError
-from .outputs import OutputDir
+from .artifacts import CONFIG_FILE, OutputDir
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
 BEST_WEIGHTS_FILE = "best_model.safetensors"
-CONFIG_FILE = "training_config.json"
 LATEST = "latest"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 

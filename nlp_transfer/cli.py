@@ -16,7 +16,6 @@ import sys
 import types
 import typing
 import warnings
-from pathlib import Path
 from typing import Any, Callable, Optional
 
 from . import __version__
@@ -95,7 +94,11 @@ def _headline(report: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .artifacts import check_output_file, write_text
     from .evaluation import evaluate_model
+
+    if args.output:
+        check_output_file(args.output, [args.test_file])
 
     report = evaluate_model(
         args.model_dir, args.test_file, text_column=args.text_column, text_pair_column=args.text_pair_column,
@@ -103,10 +106,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     text = json.dumps(report, indent=2)
     if args.output:
-        out = Path(args.output)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text + "\n", encoding="utf-8")
-        tmp.replace(out)
+        write_text(args.output, text + "\n")
     print(text)
     return 0
 

@@ -270,7 +270,9 @@ class TrainConfig:
 
     def save(self, path: str | Path) -> None:
         """Write the config as indented JSON."""
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+        from .artifacts import write_json
+
+        write_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":

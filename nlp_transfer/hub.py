@@ -41,7 +41,8 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from . import __version__
 from .errors import UserInputError
-from .model_card import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, render_card, reported_split
+from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from .model_card import render_card, reported_split
 
 try:  # the HTTP client of huggingface_hub 2.x; 1.x used httpx
     import httpx2 as _http

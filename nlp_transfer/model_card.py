@@ -14,12 +14,10 @@ from typing import Any, Optional
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 from .config import DEFAULT_MODEL
 from .errors import UserInputError
 
-METRICS_FILE = "metrics.json"
-CONFIG_FILE = "training_config.json"
-SUMMARY_FILE = "training_summary.json"
 CARD_METRICS = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro")
 
 _STRATEGIES = {

@@ -18,7 +18,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTok
 
 from .config import DEFAULT_MODEL
 from .errors import UserInputError
-from .model_card import CONFIG_FILE
+from .artifacts import CONFIG_FILE
 
 logger = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-import torch
 from torch import nn
 
 from .config import TrainConfig

@@ -8,7 +8,6 @@ weights scored on the test set → one folder written atomically. The loop is ou
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import platform
@@ -34,9 +33,9 @@ from .embedding_rows import track_decay, train_all_rows, train_used_rows, used_t
 from .errors import UserInputError
 from .evaluation import eval_loader, evaluate_loader, model_inputs
 from .last_layer import train_first_position_only
-from .model_card import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, train_command, write_card
+from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, OutputDir, write_json
+from .model_card import train_command, write_card
 from .modeling import check_max_length, load_for_training, load_tokenizer, save_model
-from .outputs import OutputDir
 from .sampler import LengthGroupedSampler
 from .strategies import apply_strategy, export_model, param_groups, parameter_counts, unfreeze_for_epoch
 
@@ -179,8 +178,8 @@ def _train(config: TrainConfig, command: Optional[str], accelerator: Accelerator
         if accelerator.is_main_process:
             save_model(unwrapped, tokenizer, staging, config.max_length)
             config.save(staging / CONFIG_FILE)
-            _write_json(staging / METRICS_FILE, metrics)
-            _write_json(staging / SUMMARY_FILE, summary)
+            write_json(staging / METRICS_FILE, metrics)
+            write_json(staging / SUMMARY_FILE, summary)
             write_card(staging, location=output.path)
             checkpoints.remove_all()
             output.commit()
@@ -413,7 +412,3 @@ def _hardware() -> str:
 
 def _default_command(config: TrainConfig) -> str:
     return train_command(config.to_dict())  # a run started from Python: the equivalent CLI command
-
-
-def _write_json(path, value) -> None:
-    path.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")

@@ -23,7 +23,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from nlp_transfer import TrainConfig, UserInputError, train
 from nlp_transfer.checkpoint import CHECKPOINTS_DIR, STATE_FILE, TrainState, list_checkpoints
 from nlp_transfer.cli import build_parser, main
-from nlp_transfer.outputs import OutputDir
+from nlp_transfer.artifacts import OutputDir
 
 from conftest import synthetic_rows, write_splits
 
