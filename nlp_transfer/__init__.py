@@ -6,9 +6,8 @@ Fine-tune on a CSV, evaluate, write a standard Hugging Face model folder with a 
     result = train(TrainConfig(train_file="train.csv", test_file="test.csv", output_dir="runs/my-model"))
 """
 
-__version__ = "0.1.0"
-
 from .config import DEFAULT_MODEL, TrainConfig  # noqa: E402
+from .version import __version__  # noqa: E402
 from .errors import UserInputError  # noqa: E402
 from .evaluation import evaluate_model  # noqa: E402
 from .hub import PushError, PushResult, push_to_hub  # noqa: E402

@@ -18,7 +18,7 @@ import typing
 import warnings
 from typing import Any, Callable, Optional
 
-from . import __version__
+from .version import __version__
 from .config import TrainConfig
 from .errors import UserInputError
 

@@ -8,3 +8,15 @@ Python callers can catch it like any other exception.
 
 class UserInputError(ValueError):
     """Bad input from the user (file, column, option): the message says how to fix it."""
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """Return ``value`` if it is an integer of at least 1 (not a bool); else raise :class:`UserInputError`.
+
+    Args:
+        value: what the user gave.
+        name: how the user named it (an option such as ``--batch-size`` or a field name).
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise UserInputError(f"{name} must be a positive integer; got {value!r}.")
+    return value

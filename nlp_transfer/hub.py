@@ -39,7 +39,7 @@ import huggingface_hub
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
-from . import __version__
+from .version import __version__
 from .errors import UserInputError
 from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
 from .model_card import render_card, reported_split

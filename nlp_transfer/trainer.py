@@ -23,7 +23,7 @@ from torch.utils.data import BatchSampler, DataLoader
 from tqdm.auto import tqdm
 from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
-from . import __version__
+from .version import __version__
 from .allocator import reuse_freed_memory
 from .checkpoint import Checkpoints, StopSignals, TrainingInterrupted, TrainState, check_same_settings, resume_point
 from .config import TrainConfig
