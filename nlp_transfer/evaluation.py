@@ -7,50 +7,38 @@ row exactly once.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from accelerate import Accelerator
-from datasets import Dataset
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import DataCollatorWithPadding
 
 from .data import TextColumns, label_values, load_split, tokenize
-from .errors import UserInputError
-from .metrics import ClassificationReport
+from .errors import UserInputError, check_positive_int
 from .modeling import load_trained, training_settings
-
-
-def model_inputs(ds: Dataset) -> Dataset:
-    """Drop the bookkeeping ``length`` column so batches hold only model inputs."""
-    return ds.remove_columns([c for c in ("length",) if c in ds.column_names])
-
-
-def eval_loader(ds: Dataset, tokenizer: Any, batch_size: int) -> DataLoader:
-    """Longest-first batches (little padding, and an OOM shows at once, not at the end)."""
-    ds = model_inputs(ds.sort("length", reverse=True))
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=DataCollatorWithPadding(tokenizer))
+from .sampler import eval_loader
+from .task import Task, task_for_model
 
 
 @torch.inference_mode()
-def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
-                    labels: Sequence[str], desc: str = "Evaluating") -> dict[str, Any]:
-    """Score ``model`` on a prepared loader and return the metrics report.
+def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: Task,
+                    desc: str = "Evaluating") -> dict[str, Any]:
+    """Score ``model`` on a prepared loader and return the task's metrics report.
 
     Args:
         model: a sequence classifier (possibly wrapped by ``accelerator.prepare``).
         loader: a loader prepared by ``accelerator`` with a ``labels`` column.
         accelerator: the run's accelerator, used to gather predictions from every process.
-        labels: label names in id order.
+        task: turns logits into predictions and computes the report.
         desc: progress bar title.
     """
     was_training = model.training
     model.eval()
-    report = ClassificationReport(labels)
+    report = task.new_report()
     for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         references = batch.pop("labels")
-        predictions = model(**batch).logits.argmax(dim=-1)
+        predictions = task.predictions(model(**batch).logits)
         predictions, references = accelerator.gather_for_metrics((predictions, references))
         report.add_batch(predictions, references)
     model.train(was_training)
@@ -78,20 +66,19 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
         text_pair_column or settings.get("text_pair_column"),
         label_column or settings.get("label_column", "label"),
     )
+    check_positive_int(batch_size, "--batch-size")
     accelerator = Accelerator()
     model, tokenizer = load_trained(model_dir)
-    id2label = {int(i): name for i, name in model.config.id2label.items()}
-    labels = [id2label[i] for i in range(len(id2label))]
-    label2id = {name: i for i, name in enumerate(labels)}
+    task = task_for_model(model.config)
     ds = load_split(test_file, "test", columns)
-    unseen = [v for v in label_values(ds, columns.label, "test", test_file) if v not in label2id]
+    unseen = [v for v in label_values(ds, columns.label, "test", test_file) if v not in task.label2id]
     if unseen:
         raise UserInputError(
             f"test file {test_file!r} has label(s) the model does not know: {', '.join(map(repr, unseen[:5]))}; "
-            f"the model's labels are: {', '.join(labels)}."
+            f"the model's labels are: {', '.join(task.labels)}."
         )
     length = max_length or settings.get("max_length") or min(tokenizer.model_max_length, 512)
     with accelerator.main_process_first():
-        ds = tokenize(ds, tokenizer, columns, length, label2id, "Tokenizing test data")
+        ds = tokenize(ds, tokenizer, columns, length, task.label2id, "Tokenizing test data")
     model, loader = accelerator.prepare(model, eval_loader(ds, tokenizer, batch_size))
-    return evaluate_loader(model, loader, accelerator, labels)
+    return evaluate_loader(model, loader, accelerator, task)

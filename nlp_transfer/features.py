@@ -30,14 +30,14 @@ import torch
 import xxhash
 from datasets import Dataset, load_from_disk
 from torch import nn
-from torch.utils.data import BatchSampler, DataLoader
+from torch.utils.data import DataLoader
 from transformers import DataCollatorWithPadding
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .data import PreparedData, column
 from .errors import UserInputError
-from .sampler import LengthGroupedSampler
-from .strategies import encoder_of, layer_groups
+from .sampler import training_loader
+from .layers import encoder_of, layer_groups
 
 logger = logging.getLogger(__name__)
 
@@ -89,16 +89,15 @@ class FeatureHead(nn.Module):
                 "Use --strategy freeze with --freeze-layers set to the model's depth instead."
             )
 
-    def forward(self, features: torch.Tensor, labels: Optional[torch.Tensor] = None) -> SequenceClassifierOutput:
-        """Logits (and the loss when ``labels`` are given) from [CLS] vectors of shape ``(batch, hidden)``."""
+    def forward(self, features: torch.Tensor) -> SequenceClassifierOutput:
+        """Logits from [CLS] vectors of shape ``(batch, hidden)`` (the objective computes the loss)."""
         model = self.classifier_model
         sequence = features.unsqueeze(1)  # a one-token "sequence": both head kinds read position 0
         if self._has_pooler:
             logits = model.classifier(model.dropout(encoder_of(model).pooler(sequence)))
         else:
             logits = model.classifier(sequence)
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        return SequenceClassifierOutput(logits=logits)
 
 
 def _update_with_array(h: Any, values: np.ndarray) -> None:
@@ -268,10 +267,8 @@ def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config
     else:
         logger.info("all features read from the cache in %s (no encoder passes)", cache_dir)
     # A plain shuffle whose order depends only on (seed, epoch), so a resumed run sees the same batches.
-    sampler = LengthGroupedSampler(np.zeros(splits["train"].num_rows), config.batch_size, seed=config.seed,
-                                   mega_batch_factor=1)
-    train_loader = DataLoader(splits["train"], batch_sampler=BatchSampler(sampler, config.batch_size, drop_last=False),
-                              generator=torch.Generator().manual_seed(config.seed))
+    train_loader = training_loader(splits["train"], np.zeros(splits["train"].num_rows), config.batch_size,
+                                   config.seed, group_by_length=False)
     val_loader = DataLoader(splits["validation"], batch_size=config.eval_batch_size, shuffle=False)
     return head, train_loader, val_loader, stats
 

@@ -2,31 +2,42 @@
 
 Everything the card says is read from the model folder (``training_config.json``,
 ``metrics.json``, ``training_summary.json``), so ``nlp-transfer card DIR`` re-renders the same
-card at any time, e.g. after a template change or before a push under a new repo id.
+card at any time, e.g. after a template change or before a push under a new repo id. The task's
+results section is a template of its own (``Task.card_template``), rendered into the card.
+
+Text that comes from the user's data (label names) is escaped for Markdown tables, and long
+label lists are capped: a card with thousands of labels lists the first ones and says where the
+rest are, instead of growing to megabytes.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import shlex
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
+import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
-from .config import DEFAULT_MODEL
+from .artifacts import CARD_FILE, CONFIG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, SUMMARY_FILE, read_json, write_text
+from .card_tables import card_rows, escape_cell, table_row
+from .config import DEFAULT_MODEL, TrainConfig
 from .errors import UserInputError
 
 CARD_METRICS = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro")
-
-_STRATEGIES = {
-    "finetune": "full fine-tuning: every weight of the encoder and the head trained",
-    "feature-extraction": "feature extraction: the encoder frozen, only the classification head trained",
-    "freeze": "partial freezing: embeddings and the bottom encoder layers frozen, the rest trained",
-    "gradual-unfreeze": "gradual unfreezing: encoder layers unfrozen one group per epoch from the top",
-    "lora": "LoRA: low-rank adapters trained and merged into the weights",
-}
+# Settings that make training faster without changing what it learns: training details, not hyperparameters.
+SPEED_SETTINGS = ("group_by_length", "fast_cpu_dropout", "cls_only_last_layer", "compact_embeddings",
+                  "reuse_freed_memory")
+_HYPERPARAMETERS = (
+    "epochs", "batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay", "warmup_ratio",
+    "max_grad_norm", "max_length", "seed", "mixed_precision", "metric_for_best_model", "early_stopping_patience",
+    "strategy", "freeze_layers", "layer_lr_decay", "lora_r", "lora_alpha", "lora_dropout", "pooling",
+)
+# File settings reduced to their names in what a model folder publishes; settings of the run, not the model.
+_FILE_SETTINGS = ("train_file", "validation_file", "test_file", "output_dir")
+_NOT_REPRODUCED = ("output_dir", "overwrite", "resume", "push_to_hub", "hub_private")
 
 
 def template_path() -> Path:
@@ -34,11 +45,14 @@ def template_path() -> Path:
     return Path(str(resources.files("nlp_transfer.model_cards").joinpath("template.md")))
 
 
-def _read_json(directory: Path, name: str) -> dict[str, Any]:
+def _read(directory: Path, name: str) -> dict[str, Any]:
     path = directory / name
     if not path.is_file():
         raise UserInputError(f"{str(directory)!r} has no {name}; it is not a folder written by nlp-transfer train.")
-    return json.loads(path.read_text(encoding="utf-8"))
+    value = read_json(path, f"the model folder's {name}")
+    if not isinstance(value, dict):
+        raise UserInputError(f"{str(path)!r} is damaged (expected a JSON object); re-run the training that wrote it.")
+    return value
 
 
 def reported_split(metrics: dict[str, Any]) -> str:
@@ -46,111 +60,30 @@ def reported_split(metrics: dict[str, Any]) -> str:
     return "test" if metrics.get("test") else "validation"
 
 
-def card_context(
-    directory: str | Path, repo_id: Optional[str] = None, location: Optional[str | Path] = None
-) -> dict[str, Any]:
-    """The data the template is rendered with (``card_data`` plus template variables)."""
-    directory = Path(directory)
-    config = _read_json(directory, CONFIG_FILE)
-    metrics = _read_json(directory, METRICS_FILE)
-    summary = _read_json(directory, SUMMARY_FILE)
-    strategy = config.get("strategy", "finetune")
-    base_model = config["model"]
-    # Training renders the card in a staging folder: name the model after where it will live.
-    location = Path(location) if location is not None else directory
-    model_name = repo_id.split("/")[-1] if repo_id else location.name
-    split = reported_split(metrics)
-    dataset_name = config.get("dataset_name")
-    eval_results = [
-        EvalResult(
-            task_type="text-classification",
-            task_name="Text Classification",
-            dataset_type=dataset_name or "csv",
-            dataset_name=dataset_name or Path(config.get("test_file") or config["train_file"]).name,
-            dataset_split=split,
-            metric_type=name.split("_")[0],
-            metric_name=name,
-            metric_config=name.split("_")[1] if "_" in name else None,
-            metric_value=float(metrics[split][name]),
-        )
-        for name in CARD_METRICS
-    ]
-    card_data = ModelCardData(
-        model_name=model_name,
-        base_model=base_model if not Path(base_model).exists() else None,
-        library_name="transformers",
-        pipeline_tag="text-classification",
-        license=config.get("license"),
-        language=config.get("language"),
-        datasets=[dataset_name] if dataset_name else None,
-        metrics=["accuracy", "f1", "precision", "recall"],
-        tags=["nlp-transfer", "text-classification", strategy],
-        eval_results=eval_results,
-    )
-    hyper_keys = (
-        "epochs", "batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay", "warmup_ratio",
-        "max_grad_norm", "max_length", "seed", "mixed_precision", "group_by_length", "fast_cpu_dropout",
-        "cls_only_last_layer", "compact_embeddings", "metric_for_best_model", "early_stopping_patience",
-        "strategy", "freeze_layers", "layer_lr_decay", "lora_r", "lora_alpha", "pooling",
-    )
-    hyperparameters = {k: config[k] for k in hyper_keys if k in config and config[k] is not None}
-    is_hub_id = not Path(base_model).exists()
-    data_files = {
-        split: Path(config[key]).name
-        for split, key in (("train", "train_file"), ("validation", "validation_file"), ("test", "test_file"))
-        if config.get(key)
-    }
-    return {
-        "card_data": card_data,
-        "model_name": model_name,
-        "model_ref": repo_id or str(location),
-        # A local encoder folder means nothing to a reader on the Hub: show its name, without a link.
-        "base_model": base_model if is_hub_id else Path(base_model).name,
-        "base_model_url": f"https://huggingface.co/{base_model}" if is_hub_id else None,
-        "data_files": data_files,
-        "strategy_description": _STRATEGIES.get(strategy, strategy),
-        "labels": summary["labels"],
-        "label_counts": summary["label_counts"],
-        "count_splits": list(summary["label_counts"]),
-        "validation_source": summary.get("validation_source", "file"),
-        "text_column": config["text_column"],
-        "text_pair_column": config.get("text_pair_column"),
-        "label_column": config["label_column"],
-        "dataset_name": dataset_name,
-        "result_splits": [
-            {"name": name, "metrics": metrics[name]} for name in ("test", "validation") if metrics.get(name)
-        ],
-        "has_test": bool(metrics.get("test")),
-        "hyperparameters": hyperparameters,
-        "metric_for_best_model": config["metric_for_best_model"],
-        "best_epoch": summary.get("best_epoch"),
-        "epochs_run": summary.get("epochs_run"),
-        "history": summary.get("history", []),
-        "train_runtime_s": summary.get("train_runtime_s", 0.0),
-        "hardware": summary.get("hardware", "unknown hardware"),
-        "versions": summary.get("versions", {}),
-        "command": summary.get("command") or train_command(config),
-        "max_length": config["max_length"],
-        "truncated_fraction": summary.get("truncated_fraction", 0.0),
-        "default_model": base_model == DEFAULT_MODEL,
-    }
+def portable_config(config: dict[str, Any], for_reproducing: bool = True) -> dict[str, Any]:
+    """A config as a model folder publishes it: data files and the output folder by name only, no ``--resume``.
 
-
-# Settings that do not change the trained model, left out of the reproduce command.
-_NOT_REPRODUCED = ("output_dir", "overwrite", "resume", "push_to_hub", "hub_private")
+    Args:
+        config: ``TrainConfig.to_dict()`` of the run.
+        for_reproducing: also drop what only mattered on the training machine (a local encoder folder's
+            path and the feature cache folder are reduced to their names).
+    """
+    portable = {**config, "resume": None}
+    keys = _FILE_SETTINGS + (("feature_cache_dir",) if for_reproducing else ())
+    for key in keys:
+        if portable.get(key):
+            portable[key] = Path(portable[key]).name
+    if for_reproducing and portable.get("model") and Path(portable["model"]).is_absolute():
+        portable["model"] = Path(portable["model"]).name
+    return portable
 
 
 def train_command(config: dict[str, Any]) -> str:
     """The ``nlp-transfer train`` command line that trains the model ``config`` describes.
 
-    Used for the card's "reproduce" section when the run was started from Python: the CLI and
-    the API take the same settings, so the command is exact. Settings at their default are left out.
+    The CLI and the API take the same settings, so the command is exact; settings at their
+    default and those that do not change the model (output folder, resume, push) are left out.
     """
-    import dataclasses
-    import shlex
-
-    from .config import TrainConfig
-
     words = ["nlp-transfer", "train", config["train_file"]]
     for f in dataclasses.fields(TrainConfig):
         if f.name == "train_file" or f.name in _NOT_REPRODUCED or f.name not in config:
@@ -166,9 +99,118 @@ def train_command(config: dict[str, Any]) -> str:
     return shlex.join(words)
 
 
-def render_card(
-    directory: str | Path, repo_id: Optional[str] = None, location: Optional[str | Path] = None
-) -> ModelCard:
+def portable_command(command: str, config: dict[str, Any], token: Optional[str] = None) -> str:
+    """A typed ``nlp-transfer`` command as it reproduces the run from scratch, elsewhere.
+
+    ``--resume`` (and its path) is dropped, the data files and the output folder are named without
+    their folders, and the Hub token, if it appears in any spelling, is replaced by ``***``.
+    """
+    replace = {config[key]: Path(config[key]).name for key in _FILE_SETTINGS if config.get(key)}
+    words, skip_path = [], False
+    for word in shlex.split(command):
+        if skip_path:
+            skip_path = False
+            if not word.startswith("-") and config.get("resume") not in (None, "latest"):
+                continue
+        if word == "--resume" or word.startswith("--resume="):
+            skip_path = word == "--resume"
+            continue
+        words.append(replace.get(word, word))
+    text = shlex.join(words)
+    return text.replace(token, "***") if token else text
+
+
+def _dataset(config: dict[str, Any]) -> tuple[str, bool]:
+    """The dataset's name for the card: ``--dataset-name``, else one derived from the training file's path."""
+    if config.get("dataset_name"):
+        return config["dataset_name"], True
+    train_file = Path(config["train_file"])
+    generic = train_file.stem.lower() in ("train", "training", "data", "dataset", "all")
+    return (train_file.parent.name if generic and train_file.parent.name else train_file.stem), False
+
+
+def card_context(directory: str | Path, repo_id: Optional[str] = None,
+                 location: Optional[str | Path] = None) -> dict[str, Any]:
+    """The data the template is rendered with (``card_data`` plus template variables)."""
+    from .task import TASKS, SingleLabelClassification
+
+    directory = Path(directory)
+    config, metrics, summary = (_read(directory, name) for name in (CONFIG_FILE, METRICS_FILE, SUMMARY_FILE))
+    problem = read_json(directory / MODEL_CONFIG_FILE, "the model's config.json").get("problem_type") \
+        if (directory / MODEL_CONFIG_FILE).is_file() else None
+    task = TASKS.get(problem or "", SingleLabelClassification)(summary["labels"])
+    location = Path(location) if location is not None else directory  # training renders in a staging folder
+    model_name = repo_id.split("/")[-1] if repo_id else location.name
+    base_model = config["model"]
+    is_hub_id = not Path(base_model).exists() and base_model.count("/") <= 1 and not Path(base_model).is_absolute()
+    dataset_name, named = _dataset(config)
+    context = {
+        "model_name": model_name, "model_ref": repo_id or str(location),
+        # A local encoder folder means nothing to a reader on the Hub: show its name, without a link.
+        "base_model": base_model if is_hub_id else Path(base_model).name,
+        "base_model_url": f"https://huggingface.co/{base_model}" if is_hub_id else None,
+        "default_model": base_model == DEFAULT_MODEL,
+        "strategy_description": _strategy_description(config.get("strategy", "finetune")),
+        "dataset_name": dataset_name if named else None,
+        "warnings": summary.get("warnings", []),
+        **card_rows(task, config, metrics, summary),
+        **_procedure(config, summary),
+    }
+    context["task_section"] = jinja2.Template(task.card_section(), keep_trailing_newline=True).render(**context)
+    context["card_data"] = _card_data(config, metrics, context, dataset_name, named, is_hub_id)
+    return context
+
+
+def _strategy_description(name: str) -> str:
+    from .strategies import STRATEGIES
+
+    return STRATEGIES[name].description if name in STRATEGIES else name
+
+
+def _procedure(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The training-procedure part of the card: hyperparameters, speed settings, history, reproduce command."""
+    hyper = [table_row([k, escape_cell(str(config[k]))]) for k in _HYPERPARAMETERS
+             if k in config and config[k] is not None]
+    speed = summary.get("speedups") or {}
+    applied = [f"`{name}`: {record['effect']}" for name, record in speed.items() if record]
+    skipped = summary.get("speedups_skipped") or {}
+    return {
+        "hyperparameter_rows": hyper,
+        "speed_settings": applied,
+        "speed_skipped": [f"`{name}`: {reason}" for name, reason in skipped.items() if reason != "switched off"],
+        "metric_for_best_model": config["metric_for_best_model"],
+        "best_epoch": summary.get("best_epoch"), "epochs_run": summary.get("epochs_run"),
+        "history": summary.get("history", []),
+        "train_runtime_s": summary.get("train_runtime_s") or 0.0,
+        "hardware": summary.get("hardware", "unknown hardware"), "versions": summary.get("versions", {}),
+        "command": summary.get("command") or train_command(portable_config(config)),
+        "max_length": config["max_length"], "truncated_fraction": summary.get("truncated_fraction") or 0.0,
+    }
+
+
+def _card_data(config: dict[str, Any], metrics: dict[str, Any], context: dict[str, Any], dataset: str,
+               named: bool, is_hub_id: bool) -> ModelCardData:
+    split = reported_split(metrics)
+    eval_results = [
+        EvalResult(
+            task_type="text-classification", task_name="Text Classification", dataset_type=dataset,
+            dataset_name=dataset, dataset_split=split, metric_type=name.split("_")[0], metric_name=name,
+            metric_config=name.split("_")[1] if "_" in name else None, metric_value=float(metrics[split][name]),
+        )
+        for name in CARD_METRICS if isinstance(metrics.get(split, {}).get(name), (int, float))
+    ]
+    return ModelCardData(
+        model_name=context["model_name"], base_model=config["model"] if is_hub_id else None,
+        library_name="transformers", pipeline_tag="text-classification", license=config.get("license"),
+        language=config.get("language"), datasets=[dataset] if named else None,
+        metrics=["accuracy", "f1", "precision", "recall"],
+        tags=["nlp-transfer", "text-classification", config.get("strategy", "finetune")],
+        eval_results=eval_results or None,
+    )
+
+
+def render_card(directory: str | Path, repo_id: Optional[str] = None,
+                location: Optional[str | Path] = None) -> ModelCard:
     """Render the model card of a trained model folder.
 
     Args:
@@ -182,10 +224,6 @@ def render_card(
     return ModelCard.from_template(card_data, template_path=str(template_path()), **context)
 
 
-def write_card(
-    directory: str | Path, repo_id: Optional[str] = None, location: Optional[str | Path] = None
-) -> Path:
+def write_card(directory: str | Path, repo_id: Optional[str] = None, location: Optional[str | Path] = None) -> Path:
     """Render the card and save it as ``README.md`` in the model folder; return its path."""
-    path = Path(directory) / "README.md"
-    render_card(directory, repo_id, location).save(path)
-    return path
+    return write_text(Path(directory) / CARD_FILE, str(render_card(directory, repo_id, location)))

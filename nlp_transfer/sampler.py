@@ -1,4 +1,5 @@
-"""A seeded, epoch-shuffled sampler that groups texts of similar length.
+"""Batches: a seeded, epoch-shuffled sampler that groups texts of similar length, and the loaders
+built on it (:func:`training_loader` for every training run, :func:`eval_loader` for scoring).
 
 Dynamic padding pads each batch to its longest text; if a batch mixes a 10-token and a
 200-token text, 95% of the short one's compute is padding. This sampler shuffles all rows,
@@ -14,10 +15,14 @@ grouped batches, and ``accelerate`` shards those batches across processes as it 
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+import warnings
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
-from torch.utils.data import Sampler
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Sampler
+from datasets import Dataset
+from transformers import DataCollatorWithPadding
 
 
 class LengthGroupedSampler(Sampler[int]):
@@ -66,3 +71,45 @@ class LengthGroupedSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.order().tolist())
+
+
+def model_inputs(ds: Dataset) -> Dataset:
+    """Drop the bookkeeping ``length`` column so batches hold only model inputs."""
+    return ds.remove_columns([c for c in ("length",) if c in ds.column_names])
+
+
+def eval_loader(ds: Dataset, tokenizer: Any, batch_size: int) -> DataLoader:
+    """Longest-first batches (little padding, and an OOM shows at once, not at the end)."""
+    with warnings.catch_warnings():
+        # datasets' sort() passes an option pyarrow deprecated; nothing a caller can act on.
+        warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow")
+        warnings.filterwarnings("ignore", message=".*null_placement.*", category=FutureWarning)
+        ds = model_inputs(ds.sort("length", reverse=True))
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=DataCollatorWithPadding(tokenizer))
+
+
+def training_loader(dataset: Any, lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool = True,
+                    collate_fn: Optional[Callable] = None) -> DataLoader:
+    """The training ``DataLoader`` of every run: seeded, reshuffled per epoch, optionally length-grouped.
+
+    Either way the order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees the
+    same batches; groups of one batch are a plain shuffle.
+
+    Args:
+        dataset: rows to batch (a ``datasets.Dataset`` of model inputs, or cached features).
+        lengths: token count of each row (ignored without ``group_by_length``).
+        batch_size: rows per batch.
+        seed: base seed of the order.
+        group_by_length: sort within groups of 50 batches so little compute goes to padding.
+        collate_fn: pads the rows of a batch (None: the default collation).
+    """
+    group = 50 if group_by_length else 1
+    sampler = LengthGroupedSampler(lengths, batch_size, seed=seed, mega_batch_factor=group)
+    return DataLoader(
+        dataset,
+        batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
+        collate_fn=collate_fn,
+        # Iterating a DataLoader draws a seed from this generator, not from the global RNG that
+        # dropout uses, so skipping batches on resume leaves the dropout sequence exact.
+        generator=torch.Generator().manual_seed(seed),
+    )

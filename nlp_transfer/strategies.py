@@ -1,218 +1,308 @@
 """Transfer strategies: which weights of the pretrained encoder train, and at what learning rate.
 
 The model is seen as layer groups from the bottom up — embeddings, encoder layer 0 … N-1, and the
-task layers (pooler, classifier) on top — and each strategy is a statement about those groups:
+task layers (pooler, classifier) on top (:mod:`nlp_transfer.layers`) — and each strategy is a
+:class:`Strategy` subclass making a statement about those groups:
 
-- ``finetune``: every group trains.
-- ``feature-extraction``: only the task layers train, on encoder outputs cached once
+- :class:`Finetune`: every group trains.
+- :class:`FeatureExtraction`: only the task layers train, on encoder outputs cached once
   (:mod:`nlp_transfer.features`).
-- ``freeze``: the embeddings and the bottom K layers are frozen. Their parameters do not require
-  gradients and the token ids never do, so autograd records nothing below layer K: the frozen
-  bottom runs without a graph and backward stops at the first trained layer.
-- ``gradual-unfreeze`` (ULMFiT): epoch 0 trains the task layers, each later epoch unfreezes the
-  next group down.
-- ``lora``: low-rank adapters on the attention projections (through ``peft``) plus the task
+- :class:`Freeze`: the embeddings and the bottom K layers are frozen. Their parameters do not
+  require gradients and the token ids never do, so autograd records nothing below layer K: the
+  frozen bottom runs without a graph and backward stops at the first trained layer.
+- :class:`GradualUnfreeze` (ULMFiT): epoch 0 trains the task layers, each later epoch unfreezes
+  the next group down.
+- :class:`Lora`: low-rank adapters on the attention projections (through ``peft``) plus the task
   layers; merged into the weights before saving, so the folder is a plain model.
 
-``layer_lr_decay`` F gives a parameter at depth d from the top (task layers 0, top layer 1, …,
-embeddings N+1) the learning rate ``lr × F**d``.
+Each strategy validates its own settings (:meth:`Strategy.check_config`, called when a
+``TrainConfig`` is built), applies itself, says whether it supports several processes, adjusts
+the model per epoch and exports the plain model that is saved. This module imports no torch at
+import time, so building a config stays cheap.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from torch import nn
-
-from .config import TrainConfig
 from .errors import UserInputError
+from .layers import encoder_of, layer_groups, num_layers, set_trainable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+TrainConfig = Any  # nlp_transfer.config.TrainConfig (which imports this module)
+
+# Only [CLS] pooling is offered: the saved *ForSequenceClassification folder reads the [CLS] vector
+# (pooler → classifier), so pipeline() reproduces it exactly; mean pooling would need code that a
+# plain model folder cannot carry (scripts/bench_strategies.py measures what it would give).
+POOLINGS = ("cls",)
+
+
+class Strategy:
+    """What of the pretrained model trains. Subclasses set the class attributes and override hooks.
+
+    Args:
+        config: the run's settings (already checked by :meth:`check_config`).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""  # for the model card
+    options: ClassVar[tuple[str, ...]] = ()  # TrainConfig fields that belong to this strategy
+    supports_multiple_processes: ClassVar[bool] = True
+    runs_encoder_in_training: ClassVar[bool] = True  # False: the loop trains on cached encoder outputs
+    trains_every_embedding_row: ClassVar[bool] = False  # every word-embedding row trains at every step
+    accepts_layer_lr_decay: ClassVar[bool] = True
+
+    def __init__(self, config: "TrainConfig"):
+        self.config = config
+
+    @classmethod
+    def check_config(cls, config: "TrainConfig") -> None:
+        """Refuse settings that do not fit this strategy; fill in its defaults (in place)."""
+
+    def check_model(self, model: "nn.Module") -> None:
+        """Refuse a model whose structure does not fit (known only once it is loaded)."""
+
+    def apply(self, model: "nn.Module") -> "nn.Module":
+        """Freeze parameters (or add adapters); return the model to train."""
+        return model
+
+    def on_epoch(self, model: "nn.Module", epoch: int) -> None:
+        """Adjust what trains at the start of epoch ``epoch`` (0-based)."""
+
+    def trainable_parameters(self, model: "nn.Module") -> list[Any]:
+        """Parameters the optimizer must hold."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def export(self, model: "nn.Module") -> "nn.Module":
+        """The plain ``*ForSequenceClassification`` model to save."""
+        return model
+
+    def input_files(self) -> dict[str, str]:
+        """Input files beyond the train/validation/test CSVs (setting name → path), fingerprinted for resume."""
+        return {}
+
+    def make_objective(self, task: Any) -> Any:
+        """What a training step computes under this strategy (plain supervised classification here)."""
+        from .objective import Classification
+
+        return Classification(task)
+
+    def training_data(self, model: "nn.Module", data: Any, tokenizer: Any, accelerator: Any) -> "TrainingData":
+        """The module the loop trains and its training and validation loaders (token batches here)."""
+        from transformers import DataCollatorWithPadding
+
+        from .sampler import eval_loader, model_inputs, training_loader
+
+        lengths = data.train.with_format("arrow")["length"].to_numpy()
+        train_loader = training_loader(model_inputs(data.train), lengths, self.config.batch_size, self.config.seed,
+                                       self.config.group_by_length, DataCollatorWithPadding(tokenizer))
+        return TrainingData(model, train_loader, eval_loader(data.validation, tokenizer, self.config.eval_batch_size))
 
 
 @dataclass
-class LayerGroups:
-    """The parameters of a classifier split into groups from the bottom up."""
+class TrainingData:
+    """What :meth:`Strategy.training_data` returns: the trained module, its loaders, summary entries."""
 
-    embeddings: list[nn.Parameter]
-    layers: list[list[nn.Parameter]]
-    head: list[nn.Parameter]
-
-    def bottom_up(self) -> Iterator[list[nn.Parameter]]:
-        """Embeddings, then each encoder layer, then the task layers."""
-        yield self.embeddings
-        yield from self.layers
-        yield self.head
-
-    def depths(self) -> dict[int, int]:
-        """``id(param)`` → depth from the top (task layers 0, top encoder layer 1, …, embeddings N+1)."""
-        groups = list(self.bottom_up())
-        top = len(groups) - 1
-        return {id(p): top - i for i, group in enumerate(groups) for p in group}
+    model: Any
+    train_loader: Any
+    val_loader: Any
+    summary: dict[str, Any] = field(default_factory=dict)
 
 
-def _base_model(model: nn.Module) -> nn.Module:
-    """The transformers model under a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+class Finetune(Strategy):
+    name = "finetune"
+    description = "full fine-tuning: every weight of the encoder and the head trained"
+    trains_every_embedding_row = True
 
 
-def encoder_of(model: nn.Module) -> nn.Module:
-    """The encoder (``model.bert`` for BERT) of a ``*ForSequenceClassification`` model."""
-    return _base_model(model).base_model
+class FeatureExtraction(Strategy):
+    name = "feature-extraction"
+    description = "feature extraction: the encoder frozen, only the classification head trained"
+    options = ("pooling", "feature_cache_dir")
+    runs_encoder_in_training = False
+    accepts_layer_lr_decay = False
+
+    @classmethod
+    def check_config(cls, config: "TrainConfig") -> None:
+        config.pooling = config.pooling or POOLINGS[0]
+        if config.pooling not in POOLINGS:
+            raise UserInputError(f"pooling {config.pooling!r} is unknown; choose one of: {', '.join(POOLINGS)}.")
+
+    def apply(self, model: "nn.Module") -> "nn.Module":
+        groups = layer_groups(model)
+        set_trainable(groups.embeddings, False)
+        for layer in groups.layers:
+            set_trainable(layer, False)
+        return model
+
+    def export(self, model: "nn.Module") -> "nn.Module":
+        return getattr(model, "classifier_model", model)  # the FeatureHead wraps the whole classifier
+
+    def training_data(self, model: "nn.Module", data: Any, tokenizer: Any, accelerator: Any) -> "TrainingData":
+        """The head on encoder outputs computed once and cached (:mod:`nlp_transfer.features`)."""
+        from .features import feature_loaders
+
+        with accelerator.main_process_first():
+            head, train_loader, val_loader, stats = feature_loaders(model, data, tokenizer, self.config,
+                                                                    accelerator.device)
+        return TrainingData(head, train_loader, val_loader, {"feature_cache": vars(stats)})
 
 
-def _layer_list(encoder: nn.Module, depth: int) -> nn.ModuleList:
-    for module in encoder.modules():
-        if isinstance(module, nn.ModuleList) and len(module) == depth:
-            return module
-    raise UserInputError(
-        f"cannot find the {depth} encoder layers of this {type(encoder).__name__}; the strategies other than "
-        "finetune support BERT-style encoders (embeddings + a list of layers). Use --strategy finetune."
-    )
+class Freeze(Strategy):
+    name = "freeze"
+    description = "partial freezing: embeddings and the bottom encoder layers frozen, the rest trained"
+    options = ("freeze_layers",)
 
-
-def num_layers(model: nn.Module) -> int:
-    """How many transformer layers the encoder has."""
-    return int(_base_model(model).config.num_hidden_layers)
-
-
-def layer_groups(model: nn.Module) -> LayerGroups:
-    """Split every parameter of ``model`` into embeddings, encoder layers and task layers."""
-    encoder = encoder_of(model)
-    embeddings = getattr(encoder, "embeddings", None)
-    if embeddings is None:
-        raise UserInputError(
-            f"{type(encoder).__name__} has no 'embeddings' module; the strategies other than finetune support "
-            "BERT-style encoders. Use --strategy finetune."
-        )
-    layers = _layer_list(encoder, num_layers(model))
-    emb = list(embeddings.parameters())
-    per_layer = [list(layer.parameters()) for layer in layers]
-    placed = {id(p) for p in emb} | {id(p) for group in per_layer for p in group}
-    head = [p for p in model.parameters() if id(p) not in placed]
-    return LayerGroups(emb, per_layer, head)
-
-
-def check_depth(config: TrainConfig, model: nn.Module) -> None:
-    """Refuse ``--freeze-layers`` beyond the encoder's depth (known only once the model is loaded)."""
-    if config.strategy == "freeze":
-        depth = num_layers(model)
-        if config.freeze_layers > depth:
+    @classmethod
+    def check_config(cls, config: "TrainConfig") -> None:
+        if config.freeze_layers is None:
             raise UserInputError(
-                f"--freeze-layers {config.freeze_layers} is more than the {depth} encoder layers of model "
-                f"{config.model!r}; pass --freeze-layers 0 to {depth} ({depth} freezes the whole encoder; "
+                "--strategy freeze needs --freeze-layers K (encoder layers frozen from the bottom, e.g. 4)."
+            )
+        if isinstance(config.freeze_layers, bool) or not isinstance(config.freeze_layers, int) or config.freeze_layers < 0:
+            raise UserInputError(f"--freeze-layers must be 0 or more; got {config.freeze_layers}.")
+
+    def check_model(self, model: "nn.Module") -> None:
+        depth = num_layers(model)
+        if self.config.freeze_layers > depth:
+            raise UserInputError(
+                f"--freeze-layers {self.config.freeze_layers} is more than the {depth} encoder layers of model "
+                f"{self.config.model!r}; pass --freeze-layers 0 to {depth} ({depth} freezes the whole encoder; "
                 "--strategy feature-extraction does that faster, with cached features)."
             )
 
-
-def _set_trainable(params: list[nn.Parameter], trainable: bool) -> None:
-    for p in params:
-        p.requires_grad_(trainable)
-
-
-def apply_strategy(model: nn.Module, config: TrainConfig) -> nn.Module:
-    """Freeze parameters (or add LoRA adapters) as ``config.strategy`` says; return the model to train.
-
-    Args:
-        model: a freshly loaded ``*ForSequenceClassification`` model.
-        config: the run's settings.
-
-    Returns:
-        The same model with ``requires_grad`` set per strategy, or for ``lora`` a ``peft`` model
-        wrapping it. (``feature-extraction`` is wrapped later by :mod:`nlp_transfer.features`.)
-
-    Raises:
-        UserInputError: the model's structure does not fit the strategy (too few layers, not BERT-style).
-    """
-    check_depth(config, model)
-    if config.strategy == "finetune":
+    def apply(self, model: "nn.Module") -> "nn.Module":
+        groups = layer_groups(model)
+        set_trainable(groups.embeddings, False)
+        for layer in groups.layers[: self.config.freeze_layers]:
+            set_trainable(layer, False)
         return model
-    if config.strategy == "lora":
-        return _with_lora(model, config)
-    groups = layer_groups(model)
-    if config.strategy == "feature-extraction":
-        _set_trainable(groups.embeddings, False)
-        for layer in groups.layers:
-            _set_trainable(layer, False)
-    elif config.strategy == "freeze":
-        _set_trainable(groups.embeddings, False)
-        for layer in groups.layers[: config.freeze_layers]:
-            _set_trainable(layer, False)
-    elif config.strategy == "gradual-unfreeze":
-        unfreeze_for_epoch(model, config, 0)
-    return model
 
 
-def unfreeze_for_epoch(model: nn.Module, config: TrainConfig, epoch: int) -> None:
-    """ULMFiT schedule: at epoch ``e`` the task layers and the top ``e`` groups train (no-op for other strategies)."""
-    if config.strategy != "gradual-unfreeze":
-        return
-    groups = list(layer_groups(model).bottom_up())
-    for depth, group in enumerate(reversed(groups)):
-        _set_trainable(group, depth <= epoch)
+class GradualUnfreeze(Strategy):
+    name = "gradual-unfreeze"
+    description = "gradual unfreezing: encoder layers unfrozen one group per epoch from the top"
+    # DDP fixes the set of synchronised parameters when it wraps the model; layers unfrozen later
+    # would train apart on each process.
+    supports_multiple_processes = False
+
+    def apply(self, model: "nn.Module") -> "nn.Module":
+        self.on_epoch(model, 0)
+        return model
+
+    def on_epoch(self, model: "nn.Module", epoch: int) -> None:
+        groups = list(layer_groups(model).bottom_up())
+        for depth, group in enumerate(reversed(groups)):
+            set_trainable(group, depth <= epoch)
+
+    def trainable_parameters(self, model: "nn.Module") -> list[Any]:
+        return list(model.parameters())  # those trained now and those unfrozen later
 
 
-def trainable_parameters(model: nn.Module, config: TrainConfig) -> list[nn.Parameter]:
-    """Parameters the optimizer must hold: those trained now, plus for gradual unfreezing those trained later."""
-    if config.strategy == "gradual-unfreeze":
-        return list(model.parameters())
-    return [p for p in model.parameters() if p.requires_grad]
+class Lora(Strategy):
+    name = "lora"
+    description = "LoRA: low-rank adapters trained and merged into the weights"
+    options = ("lora_r", "lora_alpha", "lora_dropout")
 
+    @classmethod
+    def check_config(cls, config: "TrainConfig") -> None:
+        config.lora_r = 8 if config.lora_r is None else config.lora_r
+        config.lora_alpha = float(2 * config.lora_r) if config.lora_alpha is None else float(config.lora_alpha)
+        config.lora_dropout = 0.1 if config.lora_dropout is None else config.lora_dropout
+        if isinstance(config.lora_r, bool) or not isinstance(config.lora_r, int) or config.lora_r < 1:
+            raise UserInputError(f"--lora-r must be a positive integer; got {config.lora_r}.")
+        if not 0 < config.lora_alpha < float("inf"):
+            raise UserInputError(f"--lora-alpha must be > 0; got {config.lora_alpha}.")
+        if not 0 <= config.lora_dropout < 1:
+            raise UserInputError(f"--lora-dropout must be in [0, 1); got {config.lora_dropout}.")
 
-def param_groups(model: nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
-    """AdamW parameter groups: no weight decay on 1-d parameters (biases, LayerNorm), layer-wise LR decay.
+    def apply(self, model: "nn.Module") -> "nn.Module":
+        try:
+            from peft import LoraConfig, TaskType, get_peft_model
+        except ImportError:
+            raise UserInputError(
+                "--strategy lora needs the peft package, which is not installed; run: pip install 'nlp-transfer[lora]'"
+            ) from None
+        # The pooler (when the model has one) is a task layer here as in the other strategies: it trains in full.
+        extra = ["pooler"] if getattr(encoder_of(model), "pooler", None) is not None else []
+        settings = LoraConfig(
+            task_type=TaskType.SEQ_CLS, r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
+            lora_dropout=self.config.lora_dropout, modules_to_save=extra or None,
+        )
+        try:
+            return get_peft_model(model, settings)
+        except ValueError as err:  # peft knows the attention module names of common architectures only
+            raise UserInputError(
+                f"peft cannot place LoRA adapters in model {self.config.model!r} ({str(err).splitlines()[0]}); "
+                "use another --strategy."
+            ) from None
 
-    Groups come top first, so ``scheduler.get_last_lr()[0]`` is the peak (task-layer) rate. Each group
-    carries its own ``lr``; the warm-up/decay schedule scales every group by the same factor.
-    """
-    params = trainable_parameters(model, config)
-    if config.layer_lr_decay is None:
-        depth_of = {id(p): 0 for p in params}
-    else:
-        depth_of = layer_groups(model).depths()
-    buckets: dict[tuple[int, bool], list[nn.Parameter]] = {}
-    for p in params:
-        buckets.setdefault((depth_of[id(p)], p.ndim < 2), []).append(p)
-    decay = config.layer_lr_decay or 1.0
-    return [
-        {
-            "params": buckets[key],
-            "lr": config.learning_rate * decay ** key[0],
-            "weight_decay": 0.0 if key[1] else config.weight_decay,
-        }
-        for key in sorted(buckets)
-    ]
-
-
-def _with_lora(model: nn.Module, config: TrainConfig) -> nn.Module:
-    try:
-        from peft import LoraConfig, TaskType, get_peft_model
-    except ImportError:
-        raise UserInputError(
-            "--strategy lora needs the peft package, which is not installed; run: pip install 'nlp-transfer[lora]'"
-        ) from None
-    # The pooler (when the model has one) is a task layer here as in the other strategies: it trains in full.
-    extra = ["pooler"] if getattr(encoder_of(model), "pooler", None) is not None else []
-    lora_config = LoraConfig(
-        task_type=TaskType.SEQ_CLS, r=config.lora_r, lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout, modules_to_save=extra or None,
-    )
-    try:
-        return get_peft_model(model, lora_config)
-    except ValueError as err:  # peft knows the attention module names of common architectures only
-        raise UserInputError(
-            f"peft cannot place LoRA adapters in model {config.model!r} ({str(err).splitlines()[0]}); "
-            "use another --strategy."
-        ) from None
-
-
-def export_model(model: nn.Module) -> nn.Module:
-    """The plain ``*ForSequenceClassification`` model to save: LoRA merged, feature head unwrapped."""
-    if hasattr(model, "merge_and_unload"):
+    def export(self, model: "nn.Module") -> "nn.Module":
         return model.merge_and_unload()
-    return getattr(model, "classifier_model", model)
 
 
-def parameter_counts(model: nn.Module) -> dict[str, int]:
+STRATEGIES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (Finetune, FeatureExtraction, Freeze, GradualUnfreeze, Lora)
+}
+
+
+def strategy_class(name: str) -> type[Strategy]:
+    """The strategy called ``name``, or one sentence listing the choices."""
+    if name not in STRATEGIES:
+        raise UserInputError(f"strategy {name!r} is unknown; choose one of: {', '.join(STRATEGIES)}.")
+    return STRATEGIES[name]
+
+
+def check_strategy_settings(config: "TrainConfig") -> None:
+    """Refuse settings that belong to another strategy; let the chosen one check and fill in its own."""
+    cls = strategy_class(config.strategy)
+    owners: dict[str, list[str]] = {}
+    for other in STRATEGIES.values():
+        for option in other.options:
+            owners.setdefault(option, []).append(other.name)
+    owners["layer_lr_decay"] = [s.name for s in STRATEGIES.values() if s.accepts_layer_lr_decay]
+    for option, strategies in owners.items():
+        if getattr(config, option) is not None and config.strategy not in strategies:
+            flag = "--" + option.replace("_", "-")
+            raise UserInputError(
+                f"{flag} does not apply to --strategy {config.strategy}; it is used by --strategy "
+                f"{' / '.join(strategies)}. Drop {flag} or change the strategy."
+            )
+    if config.layer_lr_decay is not None and not 0 < config.layer_lr_decay <= 1:
+        raise UserInputError(f"--layer-lr-decay must be in (0, 1], e.g. 0.8; got {config.layer_lr_decay}.")
+    cls.check_config(config)
+
+
+def strategy_for(config: "TrainConfig") -> Strategy:
+    """The strategy object of a run."""
+    return strategy_class(config.strategy)(config)
+
+
+def apply_strategy(model: "nn.Module", config: "TrainConfig") -> "nn.Module":
+    """Check the model against ``config.strategy`` and apply the strategy; return the model to train."""
+    strategy = strategy_for(config)
+    strategy.check_model(model)
+    return strategy.apply(model)
+
+
+def unfreeze_for_epoch(model: "nn.Module", config: "TrainConfig", epoch: int) -> None:
+    """Let ``config.strategy`` adjust what trains at the start of ``epoch``."""
+    strategy_for(config).on_epoch(model, epoch)
+
+
+def param_groups(model: "nn.Module", config: "TrainConfig") -> list[dict[str, Any]]:
+    """AdamW parameter groups of a run (see :func:`nlp_transfer.layers.decay_groups`)."""
+    from .layers import decay_groups
+
+    params = strategy_for(config).trainable_parameters(model)
+    depths = layer_groups(model).depths() if config.layer_lr_decay is not None else None
+    return decay_groups(params, config.learning_rate, config.weight_decay, config.layer_lr_decay, depths)
+
+
+def parameter_counts(model: "nn.Module") -> dict[str, int]:
     """Trainable and total parameter counts (trainable: ``requires_grad`` at the end of training)."""
     params = {id(p): p for p in model.parameters()}.values()
     return {

@@ -152,7 +152,7 @@ def run_trainer(args, files: dict, tuned: bool) -> dict:
     )
     trainer = Trainer(model=model, args=training_args, train_dataset=data["train"], data_collator=collator)
     train_start = time.perf_counter()
-    from nlp_transfer.allocator import reuse_freed_memory
+    from nlp_transfer.speed.allocator import reuse_freed_memory
 
     with reuse_freed_memory() if args.trainer_heap_reuse else contextlib.nullcontext():
         trainer.train()
@@ -259,7 +259,7 @@ def parse_args(argv=None):
                         "(ours, baselines, ours, ...), and report each variant's median run: a shared or "
                         "virtual machine's noise then hits every variant alike")
     parser.add_argument("--trainer-heap-reuse", action="store_true", help="give the Trainer runs the same glibc "
-                        "heap setting that nlp-transfer applies while training (nlp_transfer.allocator), to "
+                        "heap setting that nlp-transfer applies while training (nlp_transfer.speed.allocator), to "
                         "separate that setting's share of the speed-up")
     parser.add_argument("--scale", nargs="+", type=int, help="instead: time and peak memory of ours at these row counts")
     parser.add_argument("--model", help="encoder for ours (default: the packaged MiniLM); 'tiny' = a 2-layer random "

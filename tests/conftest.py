@@ -126,3 +126,20 @@ def tiny_config(tiny_model_dir, sentiment_csvs, tmp_path):
         return TrainConfig(**values)
 
     return make
+
+
+def crash_after(steps: int):
+    """Raise KeyboardInterrupt from inside training (as a kill ends a process) after ``steps`` optimizer steps.
+
+    Returns the hook's handle: call ``.remove()`` when done.
+    """
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    count = {"n": 0}
+
+    def hook(optimizer, args, kwargs):
+        count["n"] += 1
+        if count["n"] == steps:
+            raise KeyboardInterrupt
+
+    return register_optimizer_step_post_hook(hook)

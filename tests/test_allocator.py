@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from nlp_transfer import allocator
-from nlp_transfer.allocator import reuse_freed_memory
+from nlp_transfer.speed import allocator
+from nlp_transfer.speed.allocator import reuse_freed_memory
 
 glibc_only = pytest.mark.skipif(allocator._glibc() is None, reason="the heap thresholds are a glibc setting")
 

@@ -103,6 +103,27 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
     assert torch.equal(logits[0], logits[1])
     assert not (resumed / CHECKPOINTS_DIR).exists(), "a finished run keeps no checkpoints"
     assert not (resumed.parent / f".{resumed.name}.incomplete").exists()
+    _assert_same_folder(resumed, reference)
+
+
+TIMINGS = ("train_runtime_s", "train_loop_s", "train_samples_per_s", "train_tokens_per_s")
+
+
+def _assert_same_folder(resumed: Path, reference: Path) -> None:
+    """The folder is the same byte for byte whichever way the run got there, apart from timings."""
+    assert sorted(p.name for p in resumed.iterdir()) == sorted(p.name for p in reference.iterdir())
+    for path in reference.iterdir():
+        if path.name in ("training_summary.json", "README.md"):
+            continue
+        assert (resumed / path.name).read_bytes() == path.read_bytes(), path.name
+    summaries = [json.loads((p / "training_summary.json").read_text()) for p in (resumed, reference)]
+    for summary in summaries:
+        for key in TIMINGS:
+            summary.pop(key)
+    assert summaries[0] == summaries[1]
+    cards = [(p / "README.md").read_text().replace(str(p), "MODEL_DIR") for p in (resumed, reference)]
+    cards = ["\n".join(line for line in card.splitlines() if not line.startswith("Training took")) for card in cards]
+    assert cards[0] == cards[1]
 
 
 def test_resume_after_kill_9_equals_an_uninterrupted_run(run_args, uninterrupted, tmp_path):
@@ -208,3 +229,25 @@ def test_resume_option_alone_means_latest():
 def test_checkpoint_settings_are_validated(overrides, message):
     with pytest.raises(UserInputError, match=message):
         TrainConfig("x.csv", **overrides)
+
+
+def test_resume_on_changed_data_is_refused_naming_the_file(tiny_config, tmp_path):
+    from conftest import crash_after
+
+    config = tiny_config(checkpoint_every=3)
+    handle = crash_after(5)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(config)
+    finally:
+        handle.remove()
+    staging = Path(config.output_dir).parent / ".model.incomplete"
+    assert list_checkpoints(staging / CHECKPOINTS_DIR)
+    train_csv = Path(config.train_file)
+    original = train_csv.read_bytes()
+    train_csv.write_bytes(original + b"an extra row with a new label,neutral\r\n")
+    with pytest.raises(UserInputError, match=r"the --train-file file changed since the checkpoint was written"):
+        train(tiny_config(checkpoint_every=3, resume="latest"))
+    train_csv.write_bytes(original)
+    resumed = train(tiny_config(checkpoint_every=3, resume="latest"))  # the original data resume fine
+    assert resumed.metrics["test"]["accuracy"] >= 0.85

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from nlp_transfer.dropout import CpuDropout, use_cpu_dropout
+from nlp_transfer.speed.dropout import CpuDropout, use_cpu_dropout
 
 KEEP = round(0.9 * 65536)  # p = 0.1
 

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
-from nlp_transfer.embedding_rows import (
+from nlp_transfer.speed.embedding_rows import (
     SCALE_KEY, track_decay, train_all_rows, train_used_rows, used_token_ids,
 )
 
@@ -173,7 +173,7 @@ def test_strategies_that_do_not_train_every_embedding_row_keep_the_plain_table(t
 def test_gradient_clipping_counts_the_compact_table():
     from accelerate import Accelerator
 
-    from nlp_transfer.trainer import _clip_gradients
+    from nlp_transfer.loop import clip_gradients as _clip_gradients
 
     model = _model()
     _, rows, optimizer = _compact(model)

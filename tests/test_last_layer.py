@@ -7,7 +7,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertForTokenClassification
 from transformers.models.bert.modeling_bert import BertLayer
 
-from nlp_transfer.last_layer import train_first_position_only, train_full_last_layer
+from nlp_transfer.speed.last_layer import train_first_position_only, train_full_last_layer
 
 
 def _config(attn: str = "sdpa", dropout: float = 0.0) -> BertConfig:

@@ -135,3 +135,65 @@ def test_card_command_rerenders_readme_for_a_repo(model_dir, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(folder / "README.md")
     card = ModelCard.load(folder / "README.md")
     assert card.data.model_name == "sentiment" and 'model="my-org/sentiment"' in card.text
+
+
+def _with_labels(model_dir, tmp_path, labels: list[str]) -> Path:
+    """A copy of the trained folder whose records describe a model with ``labels`` (as a run would write them)."""
+    from nlp_transfer.metrics import compute_report
+
+    n = len(labels)
+    references = list(range(n)) * 2
+    report = compute_report(references, references, labels)
+    folder = _copy_with(model_dir, tmp_path, "metrics.json", validation=report, test=report)
+    summary = json.loads((folder / "training_summary.json").read_text())
+    summary.update(labels=labels, label_counts={"train": {label: 3 for label in labels},
+                                                "validation": {label: 2 for label in labels}})
+    (folder / "training_summary.json").write_text(json.dumps(summary))
+    return folder
+
+
+def test_labels_with_markdown_pipes_and_newlines_cannot_break_the_tables(model_dir, tmp_path):
+    labels = ["a|b", "line\nbreak", "*bold*", "[link](x)"]
+    text = render_card(_with_labels(model_dir, tmp_path, labels)).text
+    assert r"| 0 | a\|b |" in text and "| 1 | line break |" in text and r"| 2 | \*bold\* |" in text
+    assert r"\[link\](x)" in text
+    label_table = text[text.index("| id | label |"):].split("\n\n")[0].splitlines()
+    assert len(label_table) == 2 + len(labels)  # a label with a newline is still one row
+    for line in label_table:  # two cells per row: no unescaped pipe from a label
+        assert line.replace(r"\|", "").count("|") == 3, line
+
+
+def test_thousands_of_labels_give_a_card_of_readable_size(model_dir, tmp_path):
+    labels = [f"label-{i:04d}" for i in range(3000)]
+    card = str(render_card(_with_labels(model_dir, tmp_path, labels)))
+    assert len(card.encode()) < 60_000
+    assert "… and 2950 more labels" in card and "label-0049" in card and "label-2999" not in card
+    assert "is in metrics.json" in card  # no 3000 × 3000 confusion matrix
+
+
+def test_card_tables_have_no_trailing_spaces_and_speed_switches_are_training_details(model_dir):
+    text = (model_dir / "README.md").read_text()
+    assert not [line for line in text.splitlines() if line != line.rstrip()]
+    hyper = text[text.index("| hyperparameter | value |"):].split("\n\n")[0]
+    for switch in ("fast_cpu_dropout", "cls_only_last_layer", "compact_embeddings", "group_by_length"):
+        assert switch not in hyper
+    assert "Training details that change the speed, not what is learned" in text
+
+
+def test_dataset_metadata_is_derived_from_the_file_when_not_named(model_dir, tmp_path):
+    folder = _copy_with(model_dir, tmp_path, "training_config.json", dataset_name=None,
+                        train_file="data/bbc-news/train.csv", test_file="data/bbc-news/test.csv")
+    card = render_card(folder)
+    assert {r.dataset_name for r in card.data.eval_results} == {"bbc-news"}
+    assert "csv" not in {r.dataset_type for r in card.data.eval_results}
+    assert card.data.datasets is None  # no Hub dataset claimed
+
+
+def test_a_damaged_record_is_one_sentence(model_dir, tmp_path):
+    from nlp_transfer import UserInputError
+
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    (folder / "metrics.json").write_text('{"validation": ')
+    with pytest.raises(UserInputError, match=r"metrics.json .* is damaged"):
+        render_card(folder)

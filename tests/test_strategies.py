@@ -14,7 +14,7 @@ from nlp_transfer import TrainConfig, UserInputError, evaluate_model, train
 from nlp_transfer.cli import main
 from nlp_transfer.metrics import compute_report
 from nlp_transfer.modeling import load_for_training
-from nlp_transfer.strategies import apply_strategy, layer_groups, param_groups, parameter_counts, unfreeze_for_epoch
+from nlp_transfer.strategies import apply_strategy, layer_groups, param_groups, unfreeze_for_epoch
 
 from conftest import synthetic_rows
 

@@ -39,7 +39,9 @@ def test_output_folder_is_complete(trained):
     assert model_config["id2label"] == {"0": "neg", "1": "pos"}
     assert model_config["label2id"] == {"neg": 0, "pos": 1}
     saved = json.loads((out / "training_config.json").read_text())
-    assert saved == config.to_dict()
+    # The folder is published: data files and the output folder go by name, not by this machine's paths.
+    expected = {**config.to_dict(), "train_file": "train.csv", "test_file": "test.csv", "output_dir": "model"}
+    assert saved == expected
     assert not list(out.parent.glob(".*incomplete*")), "staging folder left behind"
 
 
@@ -155,7 +157,7 @@ def test_cpu_clipping_is_bit_identical_to_accelerate(tiny_model_dir, max_norm):
     from accelerate import Accelerator
     from transformers import AutoModelForSequenceClassification
 
-    from nlp_transfer.trainer import _clip_gradients
+    from nlp_transfer.loop import clip_gradients as _clip_gradients
 
     def gradients(clip):
         torch.manual_seed(0)
@@ -171,3 +173,28 @@ def test_cpu_clipping_is_bit_identical_to_accelerate(tiny_model_dir, max_norm):
     unclipped = gradients(lambda acc, model: None)
     assert all(torch.equal(a, b) for a, b in zip(ours, reference))
     assert all(torch.equal(a, b) for a, b in zip(ours, unclipped)) == (max_norm > 1)
+
+
+def test_files_are_readable_by_others_under_the_usual_umask(tiny_config):
+    import os
+    import stat
+
+    previous = os.umask(0o022)
+    try:
+        out = Path(train(tiny_config(epochs=1)).output_dir)
+    finally:
+        os.umask(previous)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in out.iterdir()}
+    assert modes and all(mode == 0o644 for mode in modes.values()), modes
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+
+
+def test_a_model_that_learned_nothing_is_flagged(tiny_config, tmp_path):
+    # The same text in every row, 80% one label: the model can only learn the prior.
+    rows = [("the movie was a film", "common" if i % 5 else "rare") for i in range(200)]
+    files = {name: str(write_csv(tmp_path / f"{name}.csv", part)) for name, part in
+             (("train", rows[:120]), ("validation", rows[120:160]), ("test", rows[160:]))}
+    result = train(tiny_config(train_file=files["train"], validation_file=files["validation"],
+                               test_file=files["test"], epochs=2))
+    assert any("predicts a single label ('common')" in w for w in result.summary["warnings"])
+    assert "## Warnings" in (Path(result.output_dir) / "README.md").read_text()

@@ -63,3 +63,10 @@ def use_cpu_dropout(model: nn.Module) -> int:
             module.__class__ = CpuDropout
             count += 1
     return count
+
+
+def restore_torch_dropout(model: nn.Module) -> None:
+    """Undo :func:`use_cpu_dropout`: every :class:`CpuDropout` becomes a plain ``nn.Dropout`` again."""
+    for module in model.modules():
+        if type(module) is CpuDropout:
+            module.__class__ = nn.Dropout

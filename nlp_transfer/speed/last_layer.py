@@ -17,13 +17,14 @@ same standard one) and acts only in training mode; evaluation and prediction run
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Optional
 
 import torch
 from torch import nn
-from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-from transformers.models.bert.modeling_bert import eager_attention_forward
+
+from ..layers import unwrap_peft
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +39,17 @@ _FIRST_POSITION_HEADS = frozenset({
 _ATTENTION_KERNELS = ("sdpa", "eager")
 
 
+@functools.cache
+def _attention_internals() -> tuple[Any, Any]:
+    """Private transformers internals, imported only when this option runs (and then once)."""
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+    from transformers.models.bert.modeling_bert import eager_attention_forward
+
+    return ALL_ATTENTION_FUNCTIONS, eager_attention_forward
+
+
 def _first_position_forward(layer: nn.Module, hidden_states: torch.Tensor, attention_mask: Any) -> torch.Tensor:
+    kernels, eager_attention_forward = _attention_internals()
     attention = layer.attention.self
     batch, length, _ = hidden_states.shape
     first = hidden_states[:, :1]
@@ -48,7 +59,7 @@ def _first_position_forward(layer: nn.Module, hidden_states: torch.Tensor, atten
     value = attention.value(hidden_states).view(heads).transpose(1, 2)
     if attention_mask is not None and attention_mask.shape[-2] > 1:
         attention_mask = attention_mask[..., :1, :]  # the first query's row of a (batch, 1, query, key) mask
-    kernel = ALL_ATTENTION_FUNCTIONS.get_interface(attention.config._attn_implementation, eager_attention_forward)
+    kernel = kernels.get_interface(attention.config._attn_implementation, eager_attention_forward)
     context, _ = kernel(
         attention, query, key, value, attention_mask,
         dropout=attention.dropout.p if attention.training else 0.0, scaling=attention.scaling,
@@ -68,7 +79,7 @@ class _FirstPositionLayer:
 
 
 def _last_layer(model: nn.Module) -> Optional[nn.Module]:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model  # a peft (LoRA) wrapper
+    base = unwrap_peft(model)
     if type(base).__name__ not in _FIRST_POSITION_HEADS:
         return None
     config = base.config
