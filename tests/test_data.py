@@ -55,10 +55,19 @@ def test_missing_label_column_names_the_label_option(tmp_path):
 
 
 def test_missing_file_and_directory(tmp_path):
-    with pytest.raises(UserInputError, match="does not exist; check the path given as TRAIN_CSV"):
+    with pytest.raises(UserInputError, match="does not exist; check the path given as TRAIN_FILE"):
         read_csv(tmp_path / "nope.csv", "training")
     with pytest.raises(UserInputError, match="is a directory; pass the CSV file inside it as --test-file"):
         read_csv(tmp_path, "test")
+
+
+@pytest.mark.parametrize("role, name, expected", [
+    ("training", None, "TRAIN_FILE"), ("input", None, "INPUT_FILE"), ("test", None, "--test-file"),
+    ("validation", None, "--validation-file"), ("test", "TEST_FILE", "TEST_FILE"),
+])
+def test_missing_file_names_the_argument_that_gave_it(tmp_path, role, name, expected):
+    with pytest.raises(UserInputError, match=f"does not exist; check the path given as {expected}\\.$"):
+        load_split(str(tmp_path / "nope.csv"), role, COLUMNS, name=name)
 
 
 def test_empty_texts_are_reported_by_row(tmp_path):

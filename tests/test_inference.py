@@ -200,7 +200,7 @@ def test_a_failure_midway_leaves_no_partial_output(model_dir, tmp_path):
         (lambda p: write_csv(p, [("ok",)], header=("text",)), ["--top-k", "0"], "--top-k must be a positive integer"),
         (lambda p: write_csv(p, [("ok", "pos")], header=("text", "predicted_label")), [],
          "already has column\\(s\\) 'predicted_label', which predict adds"),
-        (None, [], "INPUT_CSV"),
+        (None, [], "INPUT_FILE"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_output(model_dir, tmp_path, capsys, write_input, extra, message):
