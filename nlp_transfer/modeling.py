@@ -43,7 +43,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
 
 @contextlib.contextmanager
 def quiet_loading() -> Iterator[None]:
-    """Silence ``transformers``' load report and weight-loading progress bar inside the block.
+    """Silence ``transformers``' load report and its loading/saving progress bars inside the block.
 
     Both settings are ``transformers``' own and are put back as they were on exit; nothing else
     (other loggers, warning filters) is touched.
@@ -280,9 +280,9 @@ def reinitialise_head(model: PreTrainedModel, name: str, pretrained: Any, labels
         for child_name, child in model.named_children():
             if child_name != model.base_model_prefix:
                 child.apply(model._init_weights)
-    shown = ", ".join(old[:5]) + (", ..." if len(old) > 5 else "")
-    logger.warning("%s is a classifier for %d other labels (%s); its classification head starts afresh for the %d "
-                   "training labels, its encoder is kept.", name, len(old), shown, len(labels))
+    shown = ", ".join(old[:5]) + (f" and {len(old) - 5} more" if len(old) > 5 else "")
+    logger.warning("%s is a classifier for other labels (%s); its classification head starts afresh for the %d "
+                   "training labels, its encoder is kept.", name, shown, len(labels))
 
 
 def save_model(model: PreTrainedModel, tokenizer: Any, directory: str | Path, max_length: int) -> None:
@@ -291,7 +291,8 @@ def save_model(model: PreTrainedModel, tokenizer: Any, directory: str | Path, ma
     The tokenizer's ``model_max_length`` is set to the training ``max_length`` so that
     ``pipeline(..., truncation=True)`` cuts texts exactly where training and evaluation did.
     """
-    model.save_pretrained(directory, safe_serialization=True)
+    with quiet_loading():
+        model.save_pretrained(directory, safe_serialization=True)
     tokenizer.model_max_length = max_length
     tokenizer.save_pretrained(directory)
 
@@ -314,10 +315,10 @@ def training_settings(path_or_repo_id: str) -> dict[str, Any]:
             path = Path(hf_hub_download(source.path, CONFIG_FILE, local_files_only=source.local_files_only))
         except (EntryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError):
             return {}
-    settings = read_json(path, "the model's training settings")
+    settings = read_json(path, "the model's training_config.json")
     if not isinstance(settings, dict):
-        raise UserInputError(f"the model's training settings {str(path)!r} are damaged (a JSON {type(settings).__name__}, "
-                             "not an object); restore the file from a copy or re-run the training that wrote it.")
+        raise UserInputError(f"the model's training_config.json {str(path)!r} is damaged (a JSON {type(settings).__name__}, "
+                             "not an object); restore it from a copy or re-run the training that wrote it.")
     return settings
 
 
