@@ -23,6 +23,7 @@ from typing import Any, Iterator, Sequence
 from huggingface_hub import hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
 from safetensors import SafetensorError
+import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 from transformers.utils import logging as hf_logging
 
@@ -277,12 +278,31 @@ def reinitialise_head(model: PreTrainedModel, name: str, pretrained: Any, labels
         logger.info("%s is a classifier for the same labels; training continues from its head.", name)
         return
     if not resized:
-        for child_name, child in model.named_children():
-            if child_name != model.base_model_prefix:
-                child.apply(model._init_weights)
+        _fresh_head(model)
     shown = ", ".join(old[:5]) + (f" and {len(old) - 5} more" if len(old) > 5 else "")
     logger.warning("%s is a classifier for other labels (%s); its classification head starts afresh for the %d "
                    "training labels, its encoder is kept.", name, shown, len(labels))
+
+
+@torch.no_grad()
+def _fresh_head(model: PreTrainedModel) -> None:
+    """Initialise the layers outside the encoder as a new head is (normal with ``initializer_range``, zero bias).
+
+    ``from_pretrained`` only initialises weights it did not load, so a head of the right size
+    that was trained for other labels is reset here.
+    """
+    std = getattr(model.config, "initializer_range", 0.02)
+    for child_name, child in model.named_children():
+        if child_name == model.base_model_prefix:
+            continue
+        for module in child.modules():
+            if isinstance(module, torch.nn.Linear):
+                torch.nn.init.normal_(module.weight, mean=0.0, std=std)
+                if module.bias is not None:
+                    torch.nn.init.zeros_(module.bias)
+            elif isinstance(module, torch.nn.LayerNorm):
+                torch.nn.init.ones_(module.weight)
+                torch.nn.init.zeros_(module.bias)
 
 
 def save_model(model: PreTrainedModel, tokenizer: Any, directory: str | Path, max_length: int) -> None:
