@@ -74,7 +74,7 @@ def write_example(name: str, directory: str | Path, test_fraction: float = 0.2, 
     texts = {split: _csv_text(split_rows) for split, split_rows in (("train", train), ("test", test))}
     paths = {split: directory / f"{split}.csv" for split in texts}
     for split, path in paths.items():
-        if path.is_file() and path.read_text(encoding="utf-8", errors="replace") != texts[split]:
+        if path.is_file() and path.read_bytes() != texts[split].encode("utf-8"):
             raise UserInputError(
                 f"{str(path)!r} already exists and holds other data; choose another folder, or delete it first, "
                 "so that no file of yours is replaced."
