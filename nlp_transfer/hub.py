@@ -168,72 +168,67 @@ def push_to_hub(
 
     Args:
         model_dir: the trained model folder.
-        repo_id: ``namespace/name``; the repo is created if it does not exist.
-        private: create the repo as private (an existing repo keeps its visibility).
+        repo_id: ``namespace/name``; the repo is created (``private`` or not) if it does not exist.
         revision: branch to commit to (created from ``main`` if missing); default ``main``.
         commit_message: the commit's title (default: "Upload <name> trained with nlp-transfer").
         token: Hub token; default ``HF_TOKEN`` or the cached login. Never stored anywhere.
         endpoint: Hub address; default ``HF_ENDPOINT`` as read by ``huggingface_hub``.
         include: extra glob patterns of files to upload (e.g. ``"checkpoint-*/**"``).
-        retries: attempts on network errors (timeouts included) before giving up.
-        backoff_s: wait before the first retry; doubled after each failed attempt.
+        retries, backoff_s: attempts on network errors (timeouts included), and the wait before the
+            first retry (doubled after each failed attempt).
         timeout_s: longest wait for the server to answer a request (connecting: at most 10 s).
 
     Returns:
         The repo, revision, commit and uploaded files; ``changed`` is False when the repo already
-        held exactly these files (no commit is made then).
+        held exactly these files (then no commit is made).
 
     Raises:
         PushError: not a model folder, bad repo id, no/invalid token, no write access, network
             failure or silence after the retries, a full or unwritable temporary folder. Nothing
             local is changed in any case.
     """
-    directory = Path(model_dir)
+    directory, branch, patterns = Path(model_dir), revision or "main", [*HUB_FILES, *include]
     _check_model_dir(directory)
     check_repo_id(repo_id)
     token = resolve_token(token)
     api = HfApi(endpoint=endpoint, token=token, library_name="nlp-transfer", library_version=__version__)
-    branch = revision or "main"
     message = commit_message or f"Upload {repo_id.split('/')[1]} trained with nlp-transfer {__version__}"
     try:
         with tempfile.TemporaryDirectory(prefix="nlp-transfer-push-") as tmp:
             staged = _stage(directory, Path(tmp), repo_id, include)
             _refuse_token_in_files(Path(tmp), staged, token)
-            patterns = [*HUB_FILES, *include]
-
-            def upload() -> tuple[Any, Optional[str]]:
-                with request_timeouts(timeout_s):
-                    api.create_repo(repo_id, private=private, exist_ok=True)
-                    if branch != "main":
-                        api.create_branch(repo_id, branch=branch, exist_ok=True)
-                    before = api.repo_info(repo_id, revision=branch).sha
-                    with _quiet_logger("huggingface_hub.hf_api"):  # its "no files modified" note: we say it
-                        info = api.upload_folder(
-                            repo_id=repo_id, folder_path=tmp, revision=branch, commit_message=message,
-                            commit_description=_commit_description(directory),
-                            allow_patterns=patterns, delete_patterns=patterns,
-                        )
-                    return info, before
-
             logger.info("pushing %d files of %s to %s/%s (%s)", len(staged), directory, api.endpoint, repo_id, branch)
-            info, before = _with_retries(upload, retries, backoff_s)
-    except (HfHubHTTPError, OfflineModeIsEnabled, _http.TransportError) as err:  # the first two are OSErrors too
+            info, before = _with_retries(
+                lambda: _upload(api, tmp, directory, repo_id, branch, private, message, patterns, timeout_s),
+                retries, backoff_s,
+            )
+    except (_http.TransportError, OSError) as err:  # HTTP answers and offline mode are OSErrors too
         raise _push_error(err, api.endpoint, directory, repo_id, retries, timeout_s, token) from None
-    except OSError as err:  # staging: a full or read-only temporary folder
-        raise PushError(str(filesystem_error(err, getattr(err, "filename", None) or tempfile.gettempdir(),
-                                             "stage the files to push in"))) from None
-    changed = info.oid != before
-    if not changed:
+    if info.oid == before:
         logger.info("nothing changed: %s/%s (%s) already holds these files; no commit was made", api.endpoint, repo_id, branch)
-    return PushResult(
-        repo_id=repo_id, revision=branch, url=f"{api.endpoint}/{repo_id}", commit_url=info.commit_url,
-        commit_oid=info.oid, files=staged, changed=changed,
-    )
+    return PushResult(repo_id=repo_id, revision=branch, url=f"{api.endpoint}/{repo_id}", commit_url=info.commit_url,
+                      commit_oid=info.oid, files=staged, changed=info.oid != before)
+
+
+def _upload(api: HfApi, folder: str, directory: Path, repo_id: str, branch: str, private: bool, message: str,
+            patterns: list[str], timeout_s: float) -> tuple[Any, Optional[str]]:
+    """One attempt: create the repo (and branch) if needed, then commit ``folder``; return the commit and the head before."""
+    with request_timeouts(timeout_s):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if branch != "main":
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        before = api.repo_info(repo_id, revision=branch).sha
+        with _quiet_logger("huggingface_hub.hf_api"):  # its "no files modified" note: push_to_hub says it
+            info = api.upload_folder(
+                repo_id=repo_id, folder_path=folder, revision=branch, commit_message=message,
+                commit_description=_commit_description(directory), allow_patterns=patterns, delete_patterns=patterns,
+            )
+    return info, before
 
 
 def _push_error(err: Exception, endpoint: str, directory: Path, repo_id: str, retries: int, timeout_s: float,
                 token: str) -> PushError:
-    """One sentence (without the token) for a push that failed on the way to the Hub."""
+    """One sentence (without the token) for a push that failed on the way to the Hub, or while staging its files."""
     again = _again(directory, repo_id)
     if isinstance(err, HfHubHTTPError):
         text = f"{_explain_http(err, endpoint, repo_id)} {again}"
@@ -248,9 +243,12 @@ def _push_error(err: Exception, endpoint: str, directory: Path, repo_id: str, re
     elif isinstance(err, _http.ConnectError):
         text = (f"could not reach the Hub at {endpoint} after {retries} attempts ({err or type(err).__name__}); "
                 f"check your network connection, or HF_ENDPOINT if you use a self-hosted Hub. {again}")
-    else:
+    elif isinstance(err, _http.TransportError):
         text = (f"network error while pushing to {endpoint}/{repo_id}, still failing after {retries} attempts "
                 f"({type(err).__name__}: {err}). {again} (files already on the Hub are not sent twice).")
+    else:  # staging the files: a full or unwritable temporary folder
+        text = str(filesystem_error(err, getattr(err, "filename", None) or tempfile.gettempdir(),
+                                    "stage the files to push in"))
     return PushError(_scrub(text, token))
 
 

@@ -265,7 +265,8 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
         check_positive_int(value, name)
     path = check_file(input_file, "input")
     header = read_header(path, "input")
-    out = check_output_file(output_file, [path])
+    # Nor may the output replace a file of the model folder.
+    out = check_output_file(output_file, [path, *(p for p in Path(model).glob("*") if p.is_file())])
 
     # The columns default to those saved with the model, so it loads before the header is checked.
     state = PartialState(cpu=quantize is not None or not torch.cuda.is_available())

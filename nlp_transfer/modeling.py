@@ -216,10 +216,13 @@ def load_for_training(name: str, labels: Sequence[str], allow_pickle: bool = Fal
         label2id={label: i for i, label in id2label.items()}, problem_type="single_label_classification",
         ignore_mismatched_sizes=True,
     )
-    encoder_missing = [k for k in info["missing_keys"]
-                       if k.startswith(f"{model.base_model_prefix}.") and ".pooler." not in k]
-    if encoder_missing:
-        raise missing_weights_error(name, encoder_missing)
+    # Only the head may start afresh: an encoder weight that is missing or of another shape would
+    # be random (``ignore_mismatched_sizes`` is there for the head of a classifier on other labels).
+    encoder = f"{model.base_model_prefix}."
+    encoder_bad = sorted(k for k in info["missing_keys"] if k.startswith(encoder) and ".pooler." not in k)
+    encoder_bad += sorted(k[0] for k in info["mismatched_keys"] if k[0].startswith(encoder))
+    if encoder_bad:
+        raise missing_weights_error(name, encoder_bad)
     reinitialise_head(model, name, pretrained, list(id2label.values()), bool(info["mismatched_keys"]))
     return model
 

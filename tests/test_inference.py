@@ -234,6 +234,16 @@ def test_a_full_or_read_only_disk_is_one_line_and_leaves_nothing(model_dir, tmp_
         assert sorted(p.name for p in disk.iterdir()) == before, "no staging file or folder is left"
 
 
+def test_the_output_cannot_replace_a_file_of_the_model(model_dir, tmp_path, capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    before = (folder / "config.json").read_bytes()
+    source = write_csv(tmp_path / "in.csv", [("ok",)], header=("text",))
+    code = main(["-q", "predict", str(folder), str(source), "--output", str(folder / "config.json")])
+    _assert_user_error(code, capsys.readouterr().err, r"--output .*config.json' is the input file")
+    assert (folder / "config.json").read_bytes() == before
+
+
 def test_a_damaged_saved_max_length_is_refused(model_dir, tmp_path):
     folder = tmp_path / "model"
     shutil.copytree(model_dir, folder)

@@ -141,6 +141,16 @@ def test_missing_encoder_weights_are_refused(tiny_model_dir, tmp_path):
         load_for_training(str(folder), ["neg", "pos"])
 
 
+def test_encoder_weights_of_another_shape_are_refused(tiny_model_dir, tmp_path):
+    import json
+
+    folder = _copy_without(tiny_model_dir, tmp_path / "other-shape")
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "intermediate_size": 128}))  # the weights have 64
+    with pytest.raises(UserInputError, match=r"weight\(s\) are missing or of another shape \(bert.encoder.layer.0.intermediate"):
+        load_for_training(str(folder), ["neg", "pos"])
+
+
 @pytest.mark.parametrize("content, found", [('{"max_len', "JSONDecodeError"), ("[1, 2]", "a JSON list")])
 def test_a_damaged_training_config_is_one_sentence(classifier_dir, tmp_path, content, found):
     from nlp_transfer.modeling import training_settings
