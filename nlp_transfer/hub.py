@@ -27,7 +27,6 @@ import contextlib
 import fnmatch
 import logging
 import os
-import re
 import shlex
 import shutil
 import tempfile
@@ -43,7 +42,7 @@ from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 from .version import __version__
 from .errors import UserInputError
 from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, filesystem_error
-from .hub_client import check_token, request_timeouts
+from .hub_client import PushError, check_repo_id, check_token, request_timeouts  # noqa: F401  (re-exported)
 from .model_card import render_card, reported_split
 
 try:  # the HTTP client of huggingface_hub 2.x; 1.x used httpx
@@ -78,19 +77,7 @@ HUB_FILES = (
 WEIGHT_FILES = ("model.safetensors", "model-*-of-*.safetensors")
 LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`), set HF_TOKEN, or pass --token"
 
-# Hub repo names: letters, digits, '-', '_', '.'; no leading/trailing '-' or '.', no '--' or '..'.
-_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
-_REPO_ID = re.compile(rf"^{_NAME}/{_NAME}$")
-
 T = TypeVar("T")
-
-
-class PushError(UserInputError):
-    """A push that could not be done: not logged in, no write access, bad repo id, network down.
-
-    A :class:`UserInputError`, so the CLI prints the message on one line and exits with code 2.
-    The message never contains the token.
-    """
 
 
 @dataclass
@@ -108,17 +95,6 @@ class PushResult:
     commit_oid: str
     files: list[str] = field(default_factory=list)
     changed: bool = True
-
-
-def check_repo_id(repo_id: str) -> str:
-    """Return ``repo_id`` if it has the form ``namespace/name``; raise :class:`PushError` otherwise."""
-    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id:
-        raise PushError(
-            f"repo id {repo_id!r} is not of the form namespace/name (e.g. my-org/sentiment-minilm): a user or "
-            "organisation name, one '/', and a repo name made of letters, digits, '-', '_' and '.' (at most 96 "
-            "characters each, no '--' or '..')."
-        )
-    return repo_id
 
 
 def resolve_token(token: Optional[str] = None) -> str:

@@ -1,4 +1,4 @@
-"""Talking to the Hub over HTTP: timeouts, a quick reachability probe, offline mode and token checks.
+"""Talking to the Hub over HTTP: repo ids, timeouts, a quick reachability probe, offline mode and token checks.
 
 ``huggingface_hub`` shares one HTTP client whose requests have no timeout unless the caller gives
 one, and ``HfApi`` (create_repo, upload_folder) gives none: a server that accepts the connection and
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from typing import Iterator, Optional
 from urllib.parse import urlsplit
@@ -30,10 +31,33 @@ except ImportError:  # pragma: no cover
 
 logger = logging.getLogger(__name__)
 
+# Hub repo names: letters, digits, '-', '_', '.'; no leading/trailing '-' or '.', no '--' or '..'.
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_REPO_ID = re.compile(rf"^{_NAME}/{_NAME}$")
+
 PROBE_TIMEOUT_S = 3.0
 # A probe's answer holds this long: loading one model asks for config, tokenizer and weights.
 _PROBE_TTL_S = 60.0
 _probes: dict[str, tuple[float, Optional[str]]] = {}
+
+
+class PushError(UserInputError):
+    """A push that could not be done: not logged in, no write access, bad repo id, network down.
+
+    A :class:`UserInputError`, so the CLI prints the message on one line and exits with code 2.
+    The message never contains the token.
+    """
+
+
+def check_repo_id(repo_id: str) -> str:
+    """Return ``repo_id`` if it has the form ``namespace/name``; raise :class:`PushError` otherwise."""
+    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id:
+        raise PushError(
+            f"repo id {repo_id!r} is not of the form namespace/name (e.g. my-org/sentiment-minilm): a user or "
+            "organisation name, one '/', and a repo name made of letters, digits, '-', '_' and '.' (at most 96 "
+            "characters each, no '--' or '..')."
+        )
+    return repo_id
 
 
 def endpoint() -> str:
