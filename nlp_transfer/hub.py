@@ -23,6 +23,7 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
 import os
@@ -32,16 +33,16 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar
 
 import huggingface_hub
 from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from .version import __version__
-from .config import check_repo_id  # noqa: F401 - part of this module's API
-from .errors import PushError, UserInputError  # noqa: F401
-from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE
+from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, filesystem_error
+from .errors import UserInputError
+from .hub_client import PushError, check_repo_id, check_token, request_timeouts  # noqa: F401  (re-exported)
 from .model_card import render_card, reported_split
 
 try:  # the HTTP client of huggingface_hub 2.x; 1.x used httpx
@@ -82,7 +83,11 @@ T = TypeVar("T")
 
 @dataclass
 class PushResult:
-    """Where a push went: the repo, its web address and the commit it made."""
+    """Where a push went: the repo, its web address and the commit it made.
+
+    ``changed`` is False when the repo already held exactly these files: no commit was made, and
+    ``commit_oid`` is the commit that already holds them.
+    """
 
     repo_id: str
     revision: str
@@ -90,18 +95,24 @@ class PushResult:
     commit_url: str
     commit_oid: str
     files: list[str] = field(default_factory=list)
+    changed: bool = True
 
 
 def resolve_token(token: Optional[str] = None) -> str:
-    """The token to push with: ``token``, else ``HF_TOKEN``, else the cached login.
+    """The token to push with: ``token``, else ``HF_TOKEN``, else the cached login (surrounding spaces dropped).
 
     Raises:
-        PushError: there is none (the message says how to log in).
+        PushError: there is none (the message says how to log in), or it holds characters no Hub
+            token has (a non-ASCII letter, a space inside: a paste gone wrong).
     """
+    source = "--token" if token else "the Hugging Face token (HF_TOKEN or the cached login)"
     token = token or huggingface_hub.get_token()
     if not token:
         raise PushError(f"no Hugging Face token found: pushing needs a token with write access; {LOGIN_HINT}.")
-    return token
+    try:
+        return check_token(token, source)
+    except UserInputError as err:
+        raise PushError(str(err)) from None
 
 
 def hub_files(directory: str | Path, include: Sequence[str] = ()) -> list[str]:
@@ -128,74 +139,106 @@ def push_to_hub(
     include: Sequence[str] = (),
     retries: int = 3,
     backoff_s: float = 1.0,
+    timeout_s: float = 60.0,
 ) -> PushResult:
     """Upload a model folder written by ``nlp-transfer train`` to a Hub repo, in one commit.
 
     Args:
         model_dir: the trained model folder.
-        repo_id: ``namespace/name``; the repo is created if it does not exist.
-        private: create the repo as private (an existing repo keeps its visibility).
+        repo_id: ``namespace/name``; the repo is created (``private`` or not) if it does not exist.
         revision: branch to commit to (created from ``main`` if missing); default ``main``.
         commit_message: the commit's title (default: "Upload <name> trained with nlp-transfer").
         token: Hub token; default ``HF_TOKEN`` or the cached login. Never stored anywhere.
         endpoint: Hub address; default ``HF_ENDPOINT`` as read by ``huggingface_hub``.
         include: extra glob patterns of files to upload (e.g. ``"checkpoint-*/**"``).
-        retries: attempts on network errors before giving up.
-        backoff_s: wait before the first retry; doubled after each failed attempt.
+        retries, backoff_s: attempts on network errors (timeouts included), and the wait before the
+            first retry (doubled after each failed attempt).
+        timeout_s: longest wait for the server to answer a request (connecting: at most 10 s).
 
     Returns:
-        The repo, revision, commit and uploaded files.
+        The repo, revision, commit and uploaded files; ``changed`` is False when the repo already
+        held exactly these files (then no commit is made).
 
     Raises:
         PushError: not a model folder, bad repo id, no/invalid token, no write access, network
-            failure after the retries. Nothing local is changed in any case.
+            failure or silence after the retries, a full or unwritable temporary folder. Nothing
+            local is changed in any case.
     """
-    directory = Path(model_dir)
+    directory, branch, patterns = Path(model_dir), revision or "main", [*HUB_FILES, *include]
     _check_model_dir(directory)
     check_repo_id(repo_id)
     token = resolve_token(token)
     api = HfApi(endpoint=endpoint, token=token, library_name="nlp-transfer", library_version=__version__)
-    branch = revision or "main"
-    name = repo_id.split("/")[1]
+    message = commit_message or f"Upload {repo_id.split('/')[1]} trained with nlp-transfer {__version__}"
     try:
         with tempfile.TemporaryDirectory(prefix="nlp-transfer-push-") as tmp:
             staged = _stage(directory, Path(tmp), repo_id, include)
             _refuse_token_in_files(Path(tmp), staged, token)
-            patterns = [*HUB_FILES, *include]
-
-            def upload() -> Any:
-                api.create_repo(repo_id, private=private, exist_ok=True)
-                if branch != "main":
-                    api.create_branch(repo_id, branch=branch, exist_ok=True)
-                return api.upload_folder(
-                    repo_id=repo_id, folder_path=tmp, revision=branch,
-                    commit_message=commit_message or f"Upload {name} trained with nlp-transfer {__version__}",
-                    commit_description=_commit_description(directory),
-                    allow_patterns=patterns, delete_patterns=patterns,
-                )
-
             logger.info("pushing %d files of %s to %s/%s (%s)", len(staged), directory, api.endpoint, repo_id, branch)
-            info = _with_retries(upload, retries, backoff_s)
-    except PushError:
-        raise
-    except HfHubHTTPError as err:
-        raise PushError(_scrub(f"{_explain_http(err, api.endpoint, repo_id)} {_again(directory, repo_id)}", token)) from None
-    except OfflineModeIsEnabled:
-        raise PushError("HF_HUB_OFFLINE is set, so nothing can be pushed; unset it and run the push again.") from None
-    except _http.ConnectError as err:
-        raise PushError(_scrub(
-            f"could not reach the Hub at {api.endpoint} after {retries} attempts ({err or type(err).__name__}); "
-            f"check your network connection, or HF_ENDPOINT if you use a self-hosted Hub. {_again(directory, repo_id)}",
-            token)) from None
-    except _http.TransportError as err:
-        raise PushError(_scrub(
-            f"network error while pushing to {api.endpoint}/{repo_id}, still failing after {retries} attempts "
-            f"({type(err).__name__}: {err}). {_again(directory, repo_id)} (files already on the Hub are not sent "
-            "twice).", token)) from None
-    return PushResult(
-        repo_id=repo_id, revision=branch, url=f"{api.endpoint}/{repo_id}", commit_url=info.commit_url,
-        commit_oid=info.oid, files=staged,
-    )
+            info, before = _with_retries(
+                lambda: _upload(api, tmp, directory, repo_id, branch, private, message, patterns, timeout_s),
+                retries, backoff_s,
+            )
+    except (_http.TransportError, OSError) as err:  # HTTP answers and offline mode are OSErrors too
+        raise _push_error(err, api.endpoint, directory, repo_id, retries, timeout_s, token) from None
+    if info.oid == before:
+        logger.info("nothing changed: %s/%s (%s) already holds these files; no commit was made", api.endpoint, repo_id, branch)
+    return PushResult(repo_id=repo_id, revision=branch, url=f"{api.endpoint}/{repo_id}", commit_url=info.commit_url,
+                      commit_oid=info.oid, files=staged, changed=info.oid != before)
+
+
+def _upload(api: HfApi, folder: str, directory: Path, repo_id: str, branch: str, private: bool, message: str,
+            patterns: list[str], timeout_s: float) -> tuple[Any, Optional[str]]:
+    """One attempt: create the repo (and branch) if needed, then commit ``folder``; return the commit and the head before."""
+    with request_timeouts(timeout_s):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        if branch != "main":
+            api.create_branch(repo_id, branch=branch, exist_ok=True)
+        before = api.repo_info(repo_id, revision=branch).sha
+        with _quiet_logger("huggingface_hub.hf_api"):  # its "no files modified" note: push_to_hub says it
+            info = api.upload_folder(
+                repo_id=repo_id, folder_path=folder, revision=branch, commit_message=message,
+                commit_description=_commit_description(directory), allow_patterns=patterns, delete_patterns=patterns,
+            )
+    return info, before
+
+
+def _push_error(err: Exception, endpoint: str, directory: Path, repo_id: str, retries: int, timeout_s: float,
+                token: str) -> PushError:
+    """One sentence (without the token) for a push that failed on the way to the Hub, or while staging its files."""
+    again = _again(directory, repo_id)
+    if isinstance(err, HfHubHTTPError):
+        text = f"{_explain_http(err, endpoint, repo_id)} {again}"
+    elif isinstance(err, OfflineModeIsEnabled):
+        text = "HF_HUB_OFFLINE is set, so nothing can be pushed; unset it and run the push again."
+    elif isinstance(err, _http.ConnectTimeout):
+        text = (f"could not connect to the Hub at {endpoint} within the time limit, {retries} attempts; check your "
+                f"network connection, or HF_ENDPOINT if you use a self-hosted Hub. {again}")
+    elif isinstance(err, _http.TimeoutException):
+        text = (f"the Hub at {endpoint} accepted the connection but did not answer within {timeout_s:g} s, {retries} "
+                f"attempts; it may be overloaded or the address may not be a Hub (check HF_ENDPOINT). {again}")
+    elif isinstance(err, _http.ConnectError):
+        text = (f"could not reach the Hub at {endpoint} after {retries} attempts ({err or type(err).__name__}); "
+                f"check your network connection, or HF_ENDPOINT if you use a self-hosted Hub. {again}")
+    elif isinstance(err, _http.TransportError):
+        text = (f"network error while pushing to {endpoint}/{repo_id}, still failing after {retries} attempts "
+                f"({type(err).__name__}: {err}). {again} (files already on the Hub are not sent twice).")
+    else:  # staging the files: a full or unwritable temporary folder
+        text = str(filesystem_error(err, getattr(err, "filename", None) or tempfile.gettempdir(),
+                                    "stage the files to push in"))
+    return PushError(_scrub(text, token))
+
+
+@contextlib.contextmanager
+def _quiet_logger(name: str) -> Iterator[None]:
+    """Hold back one library logger's warnings inside the block; its level is put back after."""
+    target = logging.getLogger(name)
+    previous = target.level
+    target.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        target.setLevel(previous)
 
 
 def _check_model_dir(directory: Path) -> None:
@@ -218,10 +261,15 @@ def _stage(directory: Path, staging: Path, repo_id: str, include: Sequence[str])
     for rel in files:
         target = staging / rel
         target.parent.mkdir(parents=True, exist_ok=True)
+        # No copy of the weights: a hard link on the same filesystem, else a symbolic link (the
+        # upload reads through it); a copy only where neither exists.
         try:
-            os.link(directory / rel, target)  # no copy of the weights when on the same filesystem
+            os.link(directory / rel, target)
         except OSError:
-            shutil.copy2(directory / rel, target)
+            try:
+                os.symlink((directory / rel).resolve(), target)
+            except OSError:
+                shutil.copy2(directory / rel, target)
     render_card(directory, repo_id).save(staging / "README.md")
     return sorted([*files, "README.md"])
 

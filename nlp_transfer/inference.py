@@ -17,6 +17,7 @@ import contextlib
 import csv
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -25,9 +26,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .data import _check_file, _read_header, require_columns
-from .errors import UserInputError
-from .modeling import load_trained, position_limit, training_settings
+from .artifacts import check_output_file, filesystem_error
+from .csv_files import CsvHeader, check_file, data_rows, read_header, require_columns
+from .errors import UserInputError, check_positive_int
+from .modeling import check_text_room, load_trained, position_limit, training_settings
 
 QUANTIZE_CHOICES = ("int8",)
 PREDICTION_COLUMNS = ("predicted_label", "score")
@@ -162,18 +164,39 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
         raise UserInputError(f"{name!r} is a regression model, not a classifier; nlp-transfer predicts class labels.")
     settings = training_settings(name)
     if quantize == "int8":
-        model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model = _quantize_int8(model)
     model.to(device)
     id2label = {int(i): str(label) for i, label in model.config.id2label.items()}
+    max_length = settings.get("max_length") or position_limit(model.config, tokenizer)
+    if not isinstance(max_length, int) or isinstance(max_length, bool):
+        raise UserInputError(f"the max_length saved in {name!r}'s training_config.json is {max_length!r}, not a number of "
+                             "tokens; fix the file or re-run the training that wrote it.")
+    text_pair_column = settings.get("text_pair_column")
+    check_text_room(max_length, tokenizer, pair=text_pair_column is not None, flag="the saved max_length")
     return Classifier(
         model=model,
         tokenizer=tokenizer,
         labels=[id2label[i] for i in range(len(id2label))],
-        max_length=int(settings.get("max_length") or position_limit(model.config, tokenizer)),
+        max_length=max_length,
         text_column=settings.get("text_column") or "text",
-        text_pair_column=settings.get("text_pair_column"),
+        text_pair_column=text_pair_column,
         device=device,
     )
+
+
+def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """The model with its Linear layers dynamically quantized to int8 (CPU).
+
+    torch 2.13 marks ``torch.ao.quantization`` as deprecated in favour of torchao, but torchao's
+    int8 path targets GPUs and is not a dependency here; the CPU kernels of ``quantize_dynamic`` are
+    what makes int8 faster on a CPU. Only its two deprecation warnings are silenced, and only
+    around this call: they tell the user nothing they can act on.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
+                                category=UserWarning)
+        return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def prediction_columns(top_k: int) -> list[str]:
@@ -182,17 +205,10 @@ def prediction_columns(top_k: int) -> list[str]:
     return [*PREDICTION_COLUMNS, *extra]
 
 
-def _row_chunks(reader: Any, width: int, size: int, path: str) -> Iterator[list[list[str]]]:
-    """Rows of ``reader`` in lists of ``size``; blank lines are skipped, ragged rows refused."""
+def _chunks(rows: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
+    """``rows`` in lists of ``size`` (the last one shorter)."""
     chunk: list[list[str]] = []
-    for row in reader:
-        if not row:
-            continue
-        if len(row) != width:
-            raise UserInputError(
-                f"input file {path!r}: the row ending on line {reader.line_num} has {len(row)} field(s) but the header "
-                f"has {width}; check the quoting and the delimiters of that row."
-            )
+    for row in rows:
         chunk.append(row)
         if len(chunk) == size:
             yield chunk
@@ -201,21 +217,38 @@ def _row_chunks(reader: Any, width: int, size: int, path: str) -> Iterator[list[
         yield chunk
 
 
+@dataclass
+class _Job:
+    """What one ``predict_csv`` call reads, predicts and writes."""
+
+    clf: Classifier
+    source: Path
+    header: CsvHeader
+    output: Path
+    added: list[str]
+    text_at: int
+    pair_at: Optional[int]
+    top_k: int
+    batch_size: int
+    chunk_size: int
+
+
 def predict_csv(model: str, input_file: str, output_file: str, text_column: Optional[str] = None,
                 text_pair_column: Optional[str] = None, top_k: int = 1, batch_size: int = 64,
                 quantize: Optional[str] = None, chunk_size: int = 4096, progress: bool = True) -> dict[str, Any]:
     """Predict every row of a CSV and write it, with its prediction, to ``output_file``.
 
-    The output keeps every input column and appends :func:`prediction_columns`. It is written to a
-    hidden ``.<name>.incomplete`` file next to ``output_file`` and renamed at the end, so a failed
-    run leaves no partial file. Rows are read ``chunk_size`` at a time (constant memory). Under a
-    multi-process launch each process predicts its share of every chunk and the main process
-    writes.
+    The output keeps every named input column (an unnamed, empty column, e.g. from a trailing comma,
+    is left out) and appends :func:`prediction_columns`. It is written to a hidden
+    ``.<name>.incomplete`` file next to ``output_file`` and renamed at the end, so a failed run
+    leaves no partial file (nor the folders it created). Rows are read ``chunk_size`` at a time
+    (constant memory). Under a multi-process launch each process predicts its share of every chunk
+    and the main process writes.
 
     Args:
         model: a trained classifier folder or Hub repo id.
         input_file: the CSV to predict.
-        output_file: where the predictions CSV goes (replaced if it exists).
+        output_file: where the predictions CSV goes (replaced if it exists; never the input).
         text_column, text_pair_column: override the columns the model was trained on.
         top_k: also write the ``top_k`` best labels and their probabilities.
         batch_size: texts per forward pass.
@@ -227,18 +260,13 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
         ``{"output", "rows", "processes", "seconds", "rows_per_second"}``.
     """
     from accelerate import PartialState
-    from accelerate.utils import gather_object
 
     for name, value in (("--top-k", top_k), ("--batch-size", batch_size), ("chunk_size", chunk_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserInputError(f"{name} must be a positive integer; got {value!r}.")
-    path = _check_file(input_file, "input")
-    header = _read_header(path, "input")
-    out = Path(output_file)
-    if out.exists() and out.resolve() == path.resolve():
-        raise UserInputError(f"--output {output_file!r} is the input file; pass another path so the input is kept.")
-    if out.is_dir():
-        raise UserInputError(f"--output {output_file!r} is a directory; pass a file path such as {str(out / 'predictions.csv')!r}.")
+        check_positive_int(value, name)
+    path = check_file(input_file, "input")
+    header = read_header(path, "input")
+    # Nor may the output replace a file of the model folder.
+    out = check_output_file(output_file, [path, *(p for p in Path(model).glob("*") if p.is_file())])
 
     # The columns default to those saved with the model, so it loads before the header is checked.
     state = PartialState(cpu=quantize is not None or not torch.cuda.is_available())
@@ -248,48 +276,64 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
     require_columns(header, {text_column: "--text-column", **({text_pair_column: "--text-pair-column"} if text_pair_column else {})},
                     "input", path)
     added = prediction_columns(min(top_k, len(clf.labels)))
-    clash = [c for c in added if c in header]
+    clash = [c for c in added if c in header.named]
     if clash:
         raise UserInputError(
             f"input file {str(path)!r} already has column(s) {', '.join(map(repr, clash))}, which predict adds; "
             "rename or drop them (is this already a predictions file?)."
         )
-    text_at = header.index(text_column)
-    pair_at = header.index(text_pair_column) if text_pair_column else None
+    job = _Job(clf, path, header, out, added, header.named.index(text_column),
+               header.named.index(text_pair_column) if text_pair_column else None, top_k, batch_size,
+               max(chunk_size, batch_size * state.num_processes))
+    started = time.perf_counter()
+    rows_done = _write_predictions(job, state, progress)
+    seconds = time.perf_counter() - started
+    return {"output": str(out), "rows": rows_done, "processes": state.num_processes, "seconds": round(seconds, 3),
+            "rows_per_second": round(rows_done / seconds, 1) if seconds > 0 else None}
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+
+def _write_predictions(job: _Job, state: Any, progress: bool) -> int:
+    """Stream ``job.source`` through the classifier into ``job.output``, all or nothing; return the rows."""
+    from accelerate.utils import gather_object
+
+    out = job.output
+    created = [d for d in (out.parent, *out.parent.parents) if not d.exists()] if state.is_main_process else []
     staging = out.with_name(f".{out.name}.incomplete")
-    chunk_size = max(chunk_size, batch_size * state.num_processes)
-    rows_done, started = 0, time.perf_counter()
+    rows_done = 0
     try:
+        if state.is_main_process:
+            out.parent.mkdir(parents=True, exist_ok=True)
         # Only the main process writes; the others predict their shares and hand them over.
         sink = staging.open("w", encoding="utf-8", newline="") if state.is_main_process else contextlib.nullcontext()
-        with path.open("r", encoding="utf-8-sig", newline="") as src, sink as dst_file:
-            reader = csv.reader(src)
-            next(reader)
+        with data_rows(job.source, job.header) as rows, sink as dst_file:
             dst = csv.writer(dst_file) if dst_file is not None else None
             if dst is not None:
-                dst.writerow([*header, *added])
+                dst.writerow([*job.header.named, *job.added])
             bar = tqdm(desc="Predicting", unit=" rows", disable=not (progress and state.is_main_process))
-            for chunk in _row_chunks(reader, len(header), chunk_size, str(path)):
+            for chunk in _chunks(rows, job.chunk_size):
                 with state.split_between_processes(chunk) as share:
-                    probs = clf.predict_proba([r[text_at] for r in share],
-                                              None if pair_at is None else [r[pair_at] for r in share], batch_size)
+                    probs = job.clf.predict_proba([r[job.text_at] for r in share],
+                                                  None if job.pair_at is None else [r[job.pair_at] for r in share],
+                                                  job.batch_size)
                 parts = gather_object([probs])
                 if dst is not None:
-                    dst.writerows(_output_rows(clf, chunk, np.concatenate(parts), top_k))
+                    dst.writerows(_output_rows(job.clf, chunk, np.concatenate(parts), job.top_k))
                 rows_done += len(chunk)
                 bar.update(len(chunk))
             bar.close()
         if state.is_main_process:
             staging.replace(out)
-    except BaseException:
+    except BaseException as err:
         if state.is_main_process:
             staging.unlink(missing_ok=True)
+            for folder in created:  # deepest first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+        if isinstance(err, OSError):
+            read = getattr(err, "filename", None) == str(job.source)
+            raise filesystem_error(err, job.source if read else out, "read" if read else "write") from None
         raise
-    seconds = time.perf_counter() - started
-    return {"output": str(out), "rows": rows_done, "processes": state.num_processes, "seconds": round(seconds, 3),
-            "rows_per_second": round(rows_done / seconds, 1) if seconds > 0 else None}
+    return rows_done
 
 
 def _output_rows(clf: Classifier, chunk: list[list[str]], probs: np.ndarray, top_k: int) -> Iterator[list[str]]:

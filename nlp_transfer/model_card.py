@@ -23,7 +23,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .artifacts import CARD_FILE, CONFIG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, SUMMARY_FILE, read_json, write_text
 from .card_tables import card_rows, escape_cell, table_row
-from .config import DEFAULT_MODEL, TrainConfig
+from .config import TrainConfig
+from .hub_ids import DEFAULT_MODEL
 from .errors import UserInputError
 
 CARD_METRICS = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro")

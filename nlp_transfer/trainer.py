@@ -133,7 +133,8 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
     """Tokenizer, data, task, model, strategy, speed options, optimizer, schedule and loaders, prepared."""
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
-    check_max_length(config.model, config.max_length, tokenizer, trust_remote_code=config.trust_remote_code)
+    check_max_length(config.model, config.max_length, tokenizer, trust_remote_code=config.trust_remote_code,
+                     pair=config.text_pair_column is not None)
     with accelerator.main_process_first():
         data = prepare_data(config, tokenizer)
     task = SingleLabelClassification(data.labels)

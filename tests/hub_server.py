@@ -29,6 +29,7 @@ import base64
 import hashlib
 import json
 import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -355,6 +356,37 @@ class HubServer:
             do_GET = do_POST = do_HEAD = _dispatch
 
         return Handler
+
+
+class SilentServer:
+    """A server on 127.0.0.1 that accepts every connection and never answers: what a hung Hub looks like."""
+
+    def __init__(self):
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(64)
+        self._held: list[socket.socket] = []
+        self.connections = 0
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self._thread = threading.Thread(target=self._accept, name="silent-server", daemon=True)
+
+    def start(self) -> "SilentServer":
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:  # closed by stop()
+                return
+            self.connections += 1
+            self._held.append(conn)  # read nothing, answer nothing, keep it open
+
+    def stop(self) -> None:
+        self._sock.close()
+        for conn in self._held:
+            conn.close()
 
 
 def _front_matter(readme: bytes) -> dict:

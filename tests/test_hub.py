@@ -299,3 +299,113 @@ def test_push_to_hub_setting_checks_the_repo_id():
 def test_hub_files_cover_what_a_model_folder_needs():
     for name in ("config.json", "model.safetensors", "tokenizer.json", "README.md", "metrics.json"):
         assert name in HUB_FILES
+
+
+# ---- network faults, tokens, unchanged folders -------------------------------------------------
+
+def test_a_hub_that_never_answers_times_out_retries_and_says_so(hub, model_dir, monkeypatch):
+    import time
+
+    from hub_server import SilentServer
+
+    silent = SilentServer().start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(PushError, match=r"the Hub at http://127\.0\.0\.1:\d+ accepted the connection but did not "
+                           r"answer within 0\.5 s, 2 attempts; .*push it again with: nlp-transfer push"):
+            push_to_hub(model_dir, "tester/hung", token=TOKEN, endpoint=silent.url, retries=2, backoff_s=0.01, timeout_s=0.5)
+        assert time.monotonic() - started < 10
+        assert silent.connections >= 2, "retried"
+    finally:
+        silent.stop()
+    from huggingface_hub import get_session
+
+    assert get_session().timeout.read is None, "the shared client's timeout is put back"
+
+
+@pytest.mark.parametrize("token, shown", [("hf_tökén123", "'ö'"), ("hf_abc def", "a space"), ("hf_\x07bell", r"'\x07'")])
+def test_a_token_no_hub_token_can_be_is_one_line(hub, model_dir, capsys, token, shown):
+    code = main(["push", str(model_dir), "tester/x", "--token", token])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
+    assert f"--token contains {shown}, which a Hugging Face token never holds" in err
+    assert token not in err and not hub.repos
+
+
+def test_spaces_around_a_pasted_token_are_dropped(hub, model_dir, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", f"  {TOKEN}\n")
+    push_to_hub(model_dir, "tester/pasted")
+    assert "tester/pasted" in hub.repos
+
+
+def test_pushing_an_unchanged_folder_says_nothing_changed(hub, model_dir, capsys):
+    first = push_to_hub(model_dir, "tester/same", token=TOKEN)
+    assert first.changed
+    assert main(["push", str(model_dir), "tester/same", "--token", TOKEN]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["changed"] is False and report["commit_oid"] == first.commit_oid
+    assert len(hub.repos["tester/same"].history()) == 2
+
+
+def test_a_temporary_folder_that_cannot_be_written_is_one_line(hub, model_dir, tmp_path, monkeypatch):
+    import tempfile
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(tempfile, "tempdir", str(blocker / "tmp"))
+    with pytest.raises(PushError, match=r"cannot stage the files to push in .*a part of the path is a file"):
+        push_to_hub(model_dir, "tester/no-tmp", token=TOKEN)
+    assert not hub.repos
+
+
+def test_a_full_temporary_disk_is_one_line_and_leaves_nothing(hub, model_dir, tmp_path, monkeypatch):
+    import tempfile
+
+    from fs_faults import tmpfs
+
+    with tmpfs(tmp_path / "full", full=True) as full:
+        monkeypatch.setattr(tempfile, "tempdir", str(full))
+        with pytest.raises(PushError, match=r"cannot stage the files to push in .*: the disk is full"):
+            push_to_hub(model_dir, "tester/full-tmp", token=TOKEN)
+        assert sorted(p.name for p in full.iterdir()) == ["filler"]
+    assert not hub.repos
+
+
+# ---- loading a Hub id: fast answers without a network ------------------------------------------
+
+def test_a_hub_id_loads_from_the_hub_then_from_the_cache_when_the_hub_is_gone(hub, model_dir, monkeypatch, caplog):
+    from nlp_transfer import hub_client, load_classifier
+
+    push_to_hub(model_dir, "tester/cached", token=TOKEN)
+    online = load_classifier("tester/cached").predict(TEXTS)
+    hub.stop()
+    monkeypatch.setattr(hub_client, "_probes", {})  # forget that the server answered a moment ago
+    offline = load_classifier("tester/cached").predict(TEXTS)
+    assert [p["label"] for p in offline] == [p["label"] for p in online]
+    assert "cannot be reached" in caplog.text and "using the cached copy of tester/cached" in caplog.text
+
+
+def test_a_hub_id_without_network_is_one_quick_line(hub, tiny_config, monkeypatch, capsys):
+    import time
+
+    from nlp_transfer import hub_client
+
+    monkeypatch.setattr(constants, "ENDPOINT", closed_port_url())
+    monkeypatch.setattr(hub_client, "_probes", {})
+    config = tiny_config()
+    started = time.monotonic()
+    code = main(["-q", "train", config.train_file, "--model", "someone/some-model", "--output-dir", config.output_dir])
+    err = capsys.readouterr().err
+    assert time.monotonic() - started < 15
+    assert code == 2 and err.strip().count("\n") == 0, err
+    assert "error: model 'someone/some-model' is not a local folder and the Hub at http://127.0.0.1" in err
+    assert "cannot be reached" in err and "no network? Pass a local model folder, or connect" in err
+
+
+def test_hf_hub_offline_is_honoured_for_hub_ids(hub, model_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    source = write_csv(tmp_path / "in.csv", [("a good film",)], header=("text",))
+    code = main(["-q", "predict", "tester/not-cached", str(source), "--output", str(tmp_path / "out.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "HF_HUB_OFFLINE is set and the local Hugging Face cache does not hold it" in err, err
+    assert err.count("error:") == 1 and not (tmp_path / "out.csv").exists()

@@ -198,9 +198,11 @@ def test_a_failure_midway_leaves_no_partial_output(model_dir, tmp_path):
         (lambda p: p.write_text("text,label\n"), [], "has a header but no data rows"),
         (lambda p: p.write_bytes("text\ncafé\n".encode("latin-1")), [], "is not valid UTF-8"),
         (lambda p: write_csv(p, [("ok",)], header=("text",)), ["--top-k", "0"], "--top-k must be a positive integer"),
+        (lambda p: write_csv(p, [("ok",)], header=("text",)), ["--batch-size", "0"],
+         "--batch-size must be a positive integer; got 0"),
         (lambda p: write_csv(p, [("ok", "pos")], header=("text", "predicted_label")), [],
          "already has column\\(s\\) 'predicted_label', which predict adds"),
-        (None, [], "INPUT_CSV"),
+        (None, [], "INPUT_FILE"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_output(model_dir, tmp_path, capsys, write_input, extra, message):
@@ -211,6 +213,46 @@ def test_bad_input_exits_2_with_one_line_and_no_output(model_dir, tmp_path, caps
     code = main(["-q", "predict", model_dir, str(source), "--output", str(out), *extra])
     _assert_user_error(code, capsys.readouterr().err, message)
     assert not out.exists() and not list(tmp_path.glob(".*"))
+
+
+def test_an_output_path_through_a_file_is_one_line(model_dir, tmp_path, capsys):
+    source = write_csv(tmp_path / "in.csv", [("ok",)], header=("text",))
+    code = main(["-q", "predict", model_dir, str(source), "--output", str(source / "pred.csv")])
+    _assert_user_error(code, capsys.readouterr().err, r"--output .*in.csv' is a file, not a folder; fix the path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+@pytest.mark.parametrize("fault, message", [("full", "the disk is full"), ("read_only", "the file system is read-only")])
+def test_a_full_or_read_only_disk_is_one_line_and_leaves_nothing(model_dir, tmp_path, capsys, fault, message):
+    from fs_faults import tmpfs
+
+    source = _input_csv(tmp_path / "in.csv", 300)  # ~20 kB of predictions: more than any room left
+    with tmpfs(tmp_path / "disk", **{fault: True}) as disk:
+        before = sorted(p.name for p in disk.iterdir())
+        code = main(["-q", "predict", model_dir, str(source), "--output", str(disk / "out" / "pred.csv")])
+        _assert_user_error(code, capsys.readouterr().err, f"cannot write .*pred.csv': {message}; ")
+        assert sorted(p.name for p in disk.iterdir()) == before, "no staging file or folder is left"
+
+
+def test_the_output_cannot_replace_a_file_of_the_model(model_dir, tmp_path, capsys):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    before = (folder / "config.json").read_bytes()
+    source = write_csv(tmp_path / "in.csv", [("ok",)], header=("text",))
+    code = main(["-q", "predict", str(folder), str(source), "--output", str(folder / "config.json")])
+    _assert_user_error(code, capsys.readouterr().err, r"--output .*config.json' is the input file")
+    assert (folder / "config.json").read_bytes() == before
+
+
+def test_a_damaged_saved_max_length_is_refused(model_dir, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    settings = json.loads((folder / "training_config.json").read_text())
+    for value, message in ((1, "the saved max_length 1 leaves no room for text"), ("24", "is '24', not a number of tokens")):
+        settings["max_length"] = value
+        (folder / "training_config.json").write_text(json.dumps(settings))
+        with pytest.raises(UserInputError, match=message):
+            load_classifier(folder)
 
 
 def test_a_folder_that_is_not_a_classifier_exits_2(tiny_model_dir, tmp_path):
