@@ -111,22 +111,23 @@ def _train_epoch(run: Run, epoch: int, stop: StopSignals) -> "EpochMeter":
     # Resuming mid-epoch: the sampler gives the same order (seed + epoch), minus the batches done.
     batches = acc.skip_first_batches(run.train_loader, state.batches_done) if state.batches_done else run.train_loader
     meter = EpochMeter(run, epoch)
-    for batch in batches:
-        meter.add(_train_step(run, batch), batch)
-        if not acc.sync_gradients:
-            continue
-        state.global_step += 1
-        # The epoch's last step is saved after validation, with the epoch-end checkpoint.
-        mid_epoch = state.batches_done < len(run.train_loader)
-        signum = stop.requested() if mid_epoch else 0
-        if mid_epoch and (signum or run.checkpoints.due(state.global_step)):
-            meter.flush()
-            path = run.save_checkpoint()
-            if signum:
-                meter.close()
-                raise TrainingInterrupted(signum, path)
-    meter.flush()
-    meter.close()
+    try:
+        for batch in batches:
+            meter.add(_train_step(run, batch), batch)
+            if not acc.sync_gradients:
+                continue
+            state.global_step += 1
+            # The epoch's last step is saved after validation, with the epoch-end checkpoint.
+            mid_epoch = state.batches_done < len(run.train_loader)
+            signum = stop.requested() if mid_epoch else 0
+            if mid_epoch and (signum or run.checkpoints.due(state.global_step)):
+                meter.flush()
+                path = run.save_checkpoint()
+                if signum:
+                    raise TrainingInterrupted(signum, path)
+        meter.flush()
+    finally:
+        meter.close()
     return meter
 
 
@@ -147,8 +148,10 @@ def _end_epoch(run: Run, epoch: int, meter: "EpochMeter", validation: dict[str, 
     """Record the epoch, keep the best weights; return whether early stopping ends the run."""
     state, config = run.state, run.config
     metric = config.metric_for_best_model
+    measured = run.objective.end_of_epoch(run.model, run.accelerator)
     entry = {"epoch": epoch + 1, "train_loss": meter.mean_loss(), "validation": run.task.headline(validation),
-             **({"train_logs": meter.mean_logs()} if meter.log_sums else {})}
+             **({"train_logs": meter.mean_logs()} if meter.log_sums else {}),
+             **({"objective": measured} if measured else {})}
     if state.end_epoch(entry, validation[metric], validation):
         run.keep_best_weights()
     if run.accelerator.is_main_process:

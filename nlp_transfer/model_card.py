@@ -177,6 +177,7 @@ def _procedure(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any
     skipped = summary.get("speedups_skipped") or {}
     return {
         "hyperparameter_rows": hyper,
+        "objective_details": [f"`{k}`: {escape_cell(str(v))}" for k, v in (summary.get("objective") or {}).items()],
         "speed_settings": applied,
         "speed_skipped": [f"`{name}`: {reason}" for name, reason in skipped.items() if reason != "switched off"],
         "metric_for_best_model": config["metric_for_best_model"],

@@ -131,6 +131,16 @@ class Objective:
         """The loss of one batch of labelled training data at ``progress`` (0 at the start, 1 at the end)."""
         raise NotImplementedError
 
+    def end_of_epoch(self, model: nn.Module, accelerator: Any) -> dict[str, float]:
+        """Measurements of the objective after an epoch's validation (e.g. a discriminator's accuracy on
+        held-out batches), recorded in that epoch's history entry under ``"objective"``; every process
+        calls it."""
+        return {}
+
+    def summary(self) -> dict[str, Any]:
+        """What the objective was (its weights, schedules, sources) for ``training_summary.json`` and the card."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint must hold beyond module weights (e.g. source positions)."""
         return {"sources": {name: source.state_dict() for name, source in self.sources.items()}}

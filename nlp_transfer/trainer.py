@@ -206,7 +206,8 @@ def _finish(run: Run, data: Any, tokenizer: Any, speed: SpeedOptions, output: Ou
     for warning in warnings:
         logger.warning("%s", warning)
     summary = build_summary(data, state, command, {
-        **extras, **counts, **speed_record, "warnings": warnings})
+        **extras, **counts, **speed_record, "warnings": warnings,
+        **({"objective": run.objective.summary()} if run.objective.summary() else {})})
     if accelerator.is_main_process:
         staging = output.staging
         # The backend keeps whatever truncation/padding it last ran with (the base model's own when the

@@ -34,6 +34,12 @@ class AuxObjective(Classification):
     def modules(self):
         return {"aux": self.head}
 
+    def summary(self):
+        return {"aux_weight": 0.1}
+
+    def end_of_epoch(self, model, accelerator):
+        return {"aux_bias_norm": float(self.head.bias.norm())}
+
     def add_sources(self, accelerator, data, tokenizer):
         loader = training_loader(model_inputs(data.validation), [0] * data.validation.num_rows, 7, seed=99,
                                  group_by_length=False, collate_fn=DataCollatorWithPadding(tokenizer))
@@ -91,6 +97,9 @@ def test_an_objective_adds_a_source_and_a_training_only_module(aux_strategy, tin
     assert all("aux_loss" in entry["train_logs"] for entry in history)
     assert history[-1]["train_logs"]["aux_loss"] < history[0]["train_logs"]["aux_loss"]  # the aux head trained
     assert not [k for k in _weights(result.output_dir) if "aux" in k or "head." in k]  # never saved with the model
+    assert all("aux_bias_norm" in entry["objective"] for entry in history)
+    assert result.summary["objective"] == {"aux_weight": 0.1}
+    assert "- `aux_weight`: 0.1" in (Path(result.output_dir) / "README.md").read_text()
     assert result.metrics["test"]["accuracy"] >= 0.85
 
 
