@@ -31,7 +31,10 @@ _PUBLIC = {
     "train": "trainer",
 }
 
-__all__ = sorted(_PUBLIC) + ["__version__"]
+__all__ = [
+    "Classifier", "DEFAULT_MODEL", "PushError", "PushResult", "TrainConfig", "TrainResult", "UserInputError",
+    "evaluate_model", "load_classifier", "push_to_hub", "train", "__version__",
+]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on demand
     from .config import DEFAULT_MODEL, TrainConfig

