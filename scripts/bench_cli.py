@@ -5,6 +5,10 @@ Each command runs as a fresh process (imports included), ``--repeats`` times; th
 median wall time, the range and the median peak RSS of each.
 
     python scripts/bench_cli.py --repeats 7
+
+To measure another checkout of the package with the same interpreter, run it from outside this
+checkout with PYTHONPATH set to that checkout's root (a path on PYTHONPATH comes before the
+editable install).
 """
 
 from __future__ import annotations
@@ -53,7 +57,8 @@ def main() -> None:
             "range_s": [round(min(seconds), 3), round(max(seconds), 3)],
             "peak_rss_mb": round(statistics.median(m for _, m in runs), 1),
         }
-    print(json.dumps({"command": base, "repeats": args.repeats, "results": results}, indent=2))
+    print(json.dumps({"command": base, "PYTHONPATH": os.environ.get("PYTHONPATH"), "repeats": args.repeats,
+                      "results": results}, indent=2))
 
 
 if __name__ == "__main__":
