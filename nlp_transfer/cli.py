@@ -314,7 +314,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     Args:
         argv: the arguments after the program name (default: ``sys.argv[1:]``).
     """
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help/--version (0) or a usage error (2), already printed
+        return stop.code if isinstance(stop.code, int) else EXIT_USER_ERROR
     args.command_line = recorded_command_line(argv, token_values(args))
     _configure_logging(args.quiet)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -210,9 +210,7 @@ def test_one_name_per_concept_with_old_spellings_kept():
 
 
 def _parse_error(capsys, argv: list[str]) -> str:
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: "), err
     return err
@@ -238,6 +236,13 @@ def test_no_parser_accepts_abbreviations():
 def test_batch_size_below_one_is_a_usage_error(capsys, command, option, value):
     err = _parse_error(capsys, command + [option, value])
     assert f"error: {option} must be a positive integer; got '{value}'" in err
+
+
+def test_main_returns_the_exit_code_of_help_version_and_usage_errors(capsys):
+    assert main(["--version"]) == 0 and capsys.readouterr().out == "nlp-transfer 0.1.0\n"
+    assert main(["train", "--help"]) == 0 and "usage: nlp-transfer train TRAIN_FILE" in capsys.readouterr().out
+    assert main([]) == 2 and capsys.readouterr().err == (
+        "error: the following arguments are required: COMMAND; see 'nlp-transfer --help'.\n")
 
 
 def test_usage_errors_are_one_line_and_exit_2():
