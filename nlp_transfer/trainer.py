@@ -234,7 +234,10 @@ def _on_failure(err: BaseException, run: Run, output: OutputDir) -> None:
 
     if not run.checkpoints.exist():
         output.discard()
-    elif not isinstance(err, (TrainingInterrupted, KeyboardInterrupt, UserInputError)):
+    elif isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
+        logger.warning("interrupted; the checkpoints are kept in %s: run the same command with --resume to continue",
+                       run.checkpoints.root)
+    elif not isinstance(err, (KeyboardInterrupt, UserInputError)):
         logger.error("the run failed; its checkpoints are kept in %s: fix the cause and run the same command with "
                      "--resume to continue", run.checkpoints.root)
 

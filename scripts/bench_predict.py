@@ -158,7 +158,7 @@ def streaming_memory(model_dir: str, rows: list[dict[str, str]], sizes: list[int
             writer.writerows([i, r["text"], r["label"]] for i, r in zip(range(n), itertools.cycle(rows)))
         target = workdir / f"predictions-{n}.csv"
         proc = subprocess.run([sys.executable, "-c", _MEASURE, *cli, str(source), "--output", str(target),
-                               "--batch-size", str(batch_size)], capture_output=True, text=True, check=True)
+                               "--eval-batch-size", str(batch_size)], capture_output=True, text=True, check=True)
         measured = json.loads(proc.stdout.strip().splitlines()[-1])
         if measured["code"] != 0:
             raise SystemExit(f"nlp-transfer predict failed on {n} rows:\n{proc.stderr[-2000:]}")
