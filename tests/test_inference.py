@@ -199,7 +199,7 @@ def test_a_failure_midway_leaves_no_partial_output(model_dir, tmp_path):
         (lambda p: p.write_bytes("text\ncafé\n".encode("latin-1")), [], "is not valid UTF-8"),
         (lambda p: write_csv(p, [("ok",)], header=("text",)), ["--top-k", "0"], "--top-k must be a positive integer"),
         (lambda p: write_csv(p, [("ok",)], header=("text",)), ["--batch-size", "0"],
-         "--batch-size must be a positive integer; got 0"),
+         "--batch-size must be a positive integer; got '0'"),
         (lambda p: write_csv(p, [("ok", "pos")], header=("text", "predicted_label")), [],
          "already has column\\(s\\) 'predicted_label', which predict adds"),
         (None, [], "INPUT_FILE"),
