@@ -72,8 +72,16 @@ class OutputDir:
         """
         parent = self.path.parent
         self._created = [d for d in (parent, *parent.parents) if not d.exists()]
-        parent.mkdir(parents=True, exist_ok=True)
         lock_path = parent / f".{self.path.name}.lock"
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            self._take(lock_path)
+        except OSError as err:
+            self._lock = None
+            self._remove_created()
+            raise filesystem_error(err, self.path, "write --output-dir") from None
+
+    def _take(self, lock_path: Path) -> None:
         while True:
             handle = open(lock_path, "a+", encoding="utf-8")
             try:
@@ -109,6 +117,9 @@ class OutputDir:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
         self._lock = None
+        self._remove_created()
+
+    def _remove_created(self) -> None:
         for folder in self._created:  # deepest first
             try:
                 folder.rmdir()
@@ -132,16 +143,24 @@ class OutputDir:
 
     def create_staging(self) -> Path:
         """Create (or reuse, when resuming) the staging folder and return it."""
-        self.staging.mkdir(parents=True, exist_ok=True)
+        try:
+            self.staging.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise filesystem_error(err, self.staging, "create the working folder") from None
         return self.staging
 
     def commit(self) -> Path:
         """Move the finished staging folder into place, replacing an old model if allowed."""
         old = None
-        if self.path.exists():
-            old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
-            self.path.rename(old)
-        self.staging.rename(self.path)
+        try:
+            if self.path.exists():
+                old = self.path.parent / f".{self.path.name}.old-{uuid.uuid4().hex[:8]}"
+                self.path.rename(old)
+            self.staging.rename(self.path)
+        except OSError as err:
+            if old is not None and not self.path.exists():
+                old.rename(self.path)  # put the previous model back
+            raise filesystem_error(err, self.path, "move the finished model into") from None
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return self.path
@@ -185,6 +204,11 @@ def filesystem_error(err: OSError, path: str | Path, action: str = "write") -> U
         errno.EISDIR: ("it is a folder", "pass a file path"),
         errno.ENAMETOOLONG: ("the name is too long", "choose a shorter path"),
     }
+    blocking = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None and err.errno in (errno.EEXIST, errno.ENOTDIR, errno.ENOENT):
+        return UserInputError(f"cannot {action} {where!r}: {str(blocking)!r} is a file, not a folder; fix the path.")
+    if err.errno == errno.ENOENT:
+        reasons[errno.ENOENT] = ("a folder on the way does not exist and cannot be created there", "fix the path")
     reason, fix = reasons.get(err.errno, (err.strerror or type(err).__name__, "check the path and the disk"))
     return UserInputError(f"cannot {action} {where!r}: {reason}; {fix}.")
 
