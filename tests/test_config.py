@@ -38,3 +38,47 @@ def test_invalid_settings_are_refused(overrides, message):
 def test_unknown_keys_are_refused():
     with pytest.raises(UserInputError, match="unknown TrainConfig settings: epoch"):
         TrainConfig.from_dict({"train_file": "x.csv", "epoch": 3})
+
+
+INF, NAN = float("inf"), float("nan")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"learning_rate": INF}, r"learning_rate must be > 0 and at most 1; got inf"),
+        ({"learning_rate": NAN}, r"learning_rate must be > 0 and at most 1; got nan"),
+        ({"learning_rate": 1e6}, r"got 1000000.0\. AdamW .* \(a typo such as 1e6 for 1e-6"),
+        ({"weight_decay": NAN}, r"weight_decay must be in \[0, 1\] \(a finite number\); got nan"),
+        ({"weight_decay": INF}, r"weight_decay must be in \[0, 1\]"),
+        ({"weight_decay": -0.1}, r"weight_decay must be in \[0, 1\]"),
+        ({"max_grad_norm": INF}, r"max_grad_norm must be in \[0, 1e\+06\]"),
+        ({"max_grad_norm": NAN}, r"max_grad_norm must be in"),
+        ({"warmup_ratio": NAN}, r"warmup_ratio must be in \[0, 1\)"),
+        ({"validation_split": NAN}, r"validation_split must be between 0 and 1"),
+        ({"seed": -1}, r"seed must be an integer from 0 to 4294967295; got -1"),
+        ({"seed": 2**32}, r"seed must be an integer from 0 to 4294967295; got 4294967296"),
+        ({"seed": 1.5}, r"seed must be an integer"),
+        ({"max_train_samples": 0}, r"max_train_samples must be at least 1"),
+        ({"keep_checkpoints": True}, r"keep_checkpoints must be 0"),
+        ({"strategy": "lora", "lora_alpha": INF}, r"--lora-alpha must be > 0"),
+        ({"layer_lr_decay": NAN}, r"--layer-lr-decay must be in \(0, 1\]"),
+    ],
+)
+def test_non_finite_and_absurd_numbers_are_refused(overrides, message):
+    with pytest.raises(UserInputError, match=message):
+        TrainConfig(train_file="train.csv", **overrides)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--learning-rate", "inf"], "learning_rate must be > 0 and at most 1; got inf"),
+    (["--learning-rate", "1e6"], "a typo such as 1e6 for 1e-6"),
+    (["--weight-decay", "nan"], "weight_decay must be in"),
+    (["--seed", "-3"], "seed must be an integer from 0 to 4294967295"),
+])
+def test_the_cli_refuses_them_with_one_line(argv, message, capsys):
+    from nlp_transfer.cli import main
+
+    assert main(["train", "train.csv", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err
