@@ -206,7 +206,8 @@ def filesystem_error(err: OSError, path: str | Path, action: str = "write") -> U
     }
     blocking = next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
     if blocking is not None and err.errno in (errno.EEXIST, errno.ENOTDIR, errno.ENOENT):
-        return UserInputError(f"cannot {action} {where!r}: {str(blocking)!r} is a file, not a folder; fix the path.")
+        return UserInputError(f"cannot {action} {where!r}: a part of the path is a file, not a folder ({str(blocking)!r}); "
+                              "fix the path.")
     if err.errno == errno.ENOENT:
         reasons[errno.ENOENT] = ("a folder on the way does not exist and cannot be created there", "fix the path")
     reason, fix = reasons.get(err.errno, (err.strerror or type(err).__name__, "check the path and the disk"))

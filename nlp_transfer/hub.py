@@ -40,10 +40,10 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from .version import __version__
-from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, filesystem_error
+from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, filesystem_error, read_json, to_json
 from .errors import UserInputError
 from .hub_client import PushError, check_repo_id, check_token, request_timeouts  # noqa: F401  (re-exported)
-from .model_card import render_card, reported_split
+from .model_card import portable_config, render_card, reported_split
 
 try:  # the HTTP client of huggingface_hub 2.x; 1.x used httpx
     import httpx2 as _http
@@ -261,6 +261,11 @@ def _stage(directory: Path, staging: Path, repo_id: str, include: Sequence[str])
     for rel in files:
         target = staging / rel
         target.parent.mkdir(parents=True, exist_ok=True)
+        if rel == CONFIG_FILE:  # published without the training machine's feature-cache folder
+            settings = read_json(directory / rel, f"the model folder's {CONFIG_FILE}")
+            # A plain write: staging faults become OSError, reported like every other staging fault.
+            target.write_text(to_json(portable_config(settings, publish=True)), encoding="utf-8")
+            continue
         # No copy of the weights: a hard link on the same filesystem, else a symbolic link (the
         # upload reads through it); a copy only where neither exists.
         try:

@@ -61,20 +61,25 @@ def reported_split(metrics: dict[str, Any]) -> str:
     return "test" if metrics.get("test") else "validation"
 
 
-def portable_config(config: dict[str, Any], for_reproducing: bool = True) -> dict[str, Any]:
-    """A config as a model folder publishes it: data files and the output folder by name only, no ``--resume``.
+def _local_folder(value: Optional[str]) -> bool:
+    return bool(value) and (Path(value).is_absolute() or Path(value).exists())
+
+
+def portable_config(config: dict[str, Any], publish: bool = False) -> dict[str, Any]:
+    """A config as a model folder records it: no paths of the training machine, no ``--resume``.
+
+    Data files, the output folder and a local encoder folder are named without their folders.
 
     Args:
         config: ``TrainConfig.to_dict()`` of the run.
-        for_reproducing: also drop what only mattered on the training machine (a local encoder folder's
-            path and the feature cache folder are reduced to their names).
+        publish: also reduce the feature-cache folder to its name (it only means something on the
+            training machine, where the local folder's copy keeps it).
     """
     portable = {**config, "resume": None}
-    keys = _FILE_SETTINGS + (("feature_cache_dir",) if for_reproducing else ())
-    for key in keys:
+    for key in _FILE_SETTINGS + (("feature_cache_dir",) if publish else ()):
         if portable.get(key):
             portable[key] = Path(portable[key]).name
-    if for_reproducing and portable.get("model") and Path(portable["model"]).is_absolute():
+    if _local_folder(portable.get("model")):
         portable["model"] = Path(portable["model"]).name
     return portable
 
@@ -103,10 +108,12 @@ def train_command(config: dict[str, Any]) -> str:
 def portable_command(command: str, config: dict[str, Any], token: Optional[str] = None) -> str:
     """A typed ``nlp-transfer`` command as it reproduces the run from scratch, elsewhere.
 
-    ``--resume`` (and its path) is dropped, the data files and the output folder are named without
-    their folders, and the Hub token, if it appears in any spelling, is replaced by ``***``.
+    ``--resume`` (and its path) is dropped; data files, the output folder, a local encoder folder and
+    the feature-cache folder are named without their folders; the Hub token, if it appears in any
+    spelling, is replaced by ``***``.
     """
-    replace = {config[key]: Path(config[key]).name for key in _FILE_SETTINGS if config.get(key)}
+    keys = _FILE_SETTINGS + ("feature_cache_dir",) + (("model",) if _local_folder(config.get("model")) else ())
+    replace = {config[key]: Path(config[key]).name for key in keys if config.get(key)}
     words, skip_path = [], False
     for word in shlex.split(command):
         if skip_path:
@@ -143,7 +150,8 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None,
     location = Path(location) if location is not None else directory  # training renders in a staging folder
     model_name = repo_id.split("/")[-1] if repo_id else location.name
     base_model = config["model"]
-    is_hub_id = not Path(base_model).exists() and base_model.count("/") <= 1 and not Path(base_model).is_absolute()
+    local = base_model == summary.get("local_base_model") or _local_folder(base_model)
+    is_hub_id = not local and base_model.count("/") <= 1
     dataset_name, named = _dataset(config)
     context = {
         "model_name": model_name, "model_ref": repo_id or str(location),
@@ -185,7 +193,7 @@ def _procedure(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any
         "history": summary.get("history", []),
         "train_runtime_s": summary.get("train_runtime_s") or 0.0,
         "hardware": summary.get("hardware", "unknown hardware"), "versions": summary.get("versions", {}),
-        "command": summary.get("command") or train_command(portable_config(config)),
+        "command": summary.get("command") or train_command(portable_config(config, publish=True)),
         "max_length": config["max_length"], "truncated_fraction": summary.get("truncated_fraction") or 0.0,
     }
 

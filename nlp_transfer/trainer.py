@@ -14,6 +14,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Optional
 
 import torch
@@ -166,7 +167,9 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
               Checkpoints(output.staging, config, accelerator, fingerprint),
               TrainState(num_processes=accelerator.num_processes), total_steps, modules)
     objective.add_sources(accelerator, data, tokenizer)
-    return run, data, tokenizer, speed, {"strategy": config.strategy, **trained.summary}
+    # The card links a Hub id; a local encoder folder is recorded by name only (its path means nothing elsewhere).
+    local = {"local_base_model": Path(config.model).name} if Path(config.model).exists() else {}
+    return run, data, tokenizer, speed, {"strategy": config.strategy, **local, **trained.summary}
 
 
 def _param_groups(model: torch.nn.Module, strategy: Any, objective: Any, config: TrainConfig) -> list[dict[str, Any]]:
@@ -215,7 +218,7 @@ def _finish(run: Run, data: Any, tokenizer: Any, speed: SpeedOptions, output: Ou
         tokenizer.backend_tokenizer.no_truncation()
         tokenizer.backend_tokenizer.no_padding()
         save_model(model, tokenizer, staging, config.max_length)
-        write_json(staging / CONFIG_FILE, portable_config(config.to_dict(), for_reproducing=False))
+        write_json(staging / CONFIG_FILE, portable_config(config.to_dict()))
         write_json(staging / METRICS_FILE, metrics)
         write_json(staging / SUMMARY_FILE, summary)
         write_card(staging, location=output.path)
@@ -247,5 +250,5 @@ def _reproduce_command(config: TrainConfig, command: Optional[str], token: Optio
     name, no token), or for a run started from Python the equivalent CLI command."""
     settings = config.to_dict()
     if command is None:
-        return train_command(portable_config(settings, for_reproducing=False))
+        return train_command(portable_config(settings, publish=True))
     return portable_command(command, settings, token)

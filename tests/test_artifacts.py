@@ -55,7 +55,8 @@ def test_filesystem_errors_are_one_sentence_with_the_fix(tmp_path):
     afile = tmp_path / "afile"
     afile.write_text("x")
     err = filesystem_error(OSError(errno.EEXIST, "File exists"), afile / "model", "write --output-dir")
-    assert str(err) == f"cannot write --output-dir {str(afile / 'model')!r}: {str(afile)!r} is a file, not a folder; fix the path."
+    assert str(err) == (f"cannot write --output-dir {str(afile / 'model')!r}: a part of the path is a file, not a folder "
+                        f"({str(afile)!r}); fix the path.")
     assert "read-only" in str(filesystem_error(OSError(errno.EROFS, "Read-only"), tmp_path / "x"))
     assert "permission denied" in str(filesystem_error(PermissionError(errno.EACCES, "denied"), tmp_path / "x"))
 

@@ -113,6 +113,11 @@ def test_only_model_files_are_uploaded_and_the_token_is_nowhere(hub, model_dir, 
     card = files["README.md"].decode()
     assert 'pipeline("text-classification", model="tester/clean")' in card
     assert 'load_classifier("tester/clean")' in card
+    # Published records carry no paths of this machine (the local encoder folder, data files, the output folder).
+    for name in ("training_config.json", "training_summary.json", "README.md"):
+        assert str(tmp_path) not in files[name].decode() and "/tmp/" not in files[name].decode(), name
+    pushed = json.loads(files["training_config.json"])
+    assert pushed["model"] == Path(json.loads((folder / "training_config.json").read_text())["model"]).name
 
 
 def test_repush_is_one_commit_that_mirrors_the_folder(hub, model_dir, tmp_path):

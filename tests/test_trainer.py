@@ -40,7 +40,8 @@ def test_output_folder_is_complete(trained):
     assert model_config["label2id"] == {"neg": 0, "pos": 1}
     saved = json.loads((out / "training_config.json").read_text())
     # The folder is published: data files and the output folder go by name, not by this machine's paths.
-    expected = {**config.to_dict(), "train_file": "train.csv", "test_file": "test.csv", "output_dir": "model"}
+    expected = {**config.to_dict(), "train_file": "train.csv", "test_file": "test.csv", "output_dir": "model",
+                "model": Path(config.model).name}
     assert saved == expected
     assert not list(out.parent.glob(".*incomplete*")), "staging folder left behind"
 
