@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import json
 import logging
 import os
@@ -33,29 +34,15 @@ from .options import (
     EXIT_USER_ERROR, Parser, PositiveInt, add_config_arguments, config_from_args, recorded_command_line, resume_command,
     token_values, with_default,
 )
+from .commands import (
+    COMMAND_MODULES, MODEL_DIR_HELP as _MODEL_DIR_HELP, TOKEN_HELP as _TOKEN_HELP, add_columns as _add_columns,
+    add_eval_batch_size as _add_eval_batch_size, quiet_libraries as _quiet_libraries,
+)
 from .version import __version__
 
 __all__ = ["build_parser", "config_from_args", "main"]
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, the shell's convention
-_TOKEN_HELP = "Hugging Face token with write access; none means HF_TOKEN, else the `hf auth login` login. Never saved."
-_MODEL_DIR_HELP = "Folder written by nlp-transfer train (or a Hub id)."
-_TRAINED_COLUMN = "(default: the one the model was trained with)"
-
-
-def _quiet_libraries(quiet: bool) -> None:
-    """Silence transformers' load reports; under ``-q`` also every progress bar of transformers
-    ("Writing model shards"), huggingface_hub and datasets. Called by the commands that load
-    these libraries anyway, so ``--help`` never imports them."""
-    import datasets
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    if quiet:
-        transformers.logging.disable_progress_bar()  # also turns off huggingface_hub's bars
-        datasets.disable_progress_bars()
-
-
 def _cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import TrainingInterrupted
     from .trainer import train
@@ -165,22 +152,6 @@ def _cmd_example_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_columns(section: Any, label: bool) -> None:
-    """The column options of evaluate/predict: the same names and meaning as train's."""
-    section.add_argument("--text-column", metavar="COLUMN", help=f"Column holding the text {_TRAINED_COLUMN}.")
-    section.add_argument("--text-pair-column", metavar="COLUMN", help=f"Column with the second text {_TRAINED_COLUMN}.")
-    if label:
-        section.add_argument("--label-column", metavar="COLUMN", help=f"Column holding the label {_TRAINED_COLUMN}.")
-
-
-def _add_eval_batch_size(section: Any) -> None:
-    """``--eval-batch-size N`` as in train; ``--batch-size`` is its old, unlisted spelling here."""
-    section.add_argument("--eval-batch-size", type=PositiveInt("--eval-batch-size"), default=64, metavar="N",
-                         help=with_default("Rows per forward pass.", 64))
-    section.add_argument("--batch-size", dest="eval_batch_size", type=PositiveInt("--batch-size"),
-                         default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand (declarative; imports nothing heavy)."""
     parser = Parser(
@@ -201,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Only print warnings and errors: no progress bars.")
     for add in (_add_train, _add_evaluate, _add_predict, _add_push, _add_card, _add_example_data):
         add(sub, common)
+    for name in COMMAND_MODULES:  # the commands of later capabilities, one module each
+        importlib.import_module(f"{__package__}.commands.{name}").register(sub, common)
     return parser
 
 
