@@ -163,3 +163,13 @@ def test_both_readme_commands_share_the_install_script_and_ci_runs_the_readme_te
     assert blocks == ["bash scripts/quickstart.sh", "bash scripts/run_tests.sh"]
     ci = [line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line and not line.startswith(("#", "set ", "cd "))]
     assert ci == ["bash scripts/run_tests.sh"]
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    """An editable install finds any folder; a wheel holds only the packages pyproject.toml lists."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(root).parts) for p in (root / "nlp_transfer").rglob("__init__.py")}
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"
