@@ -92,7 +92,7 @@ def check_task_settings(config: Any) -> None:
                              f"{', '.join(REGRESSION_LOSSES)}.")
     if config.regression_loss != "mse" and not regression:
         raise UserInputError(f"--regression-loss {config.regression_loss} applies to --task regression only.")
-    _check_threshold(config.threshold, config.multi_label)
+    check_threshold(config.threshold, config.multi_label)
     weights = parse_class_weights(config.class_weights)
     if weights is not None and regression:
         raise UserInputError("--class-weights applies to classification; a regression model has no classes. "
@@ -100,7 +100,8 @@ def check_task_settings(config: Any) -> None:
     _resolve_metric(config)
 
 
-def _check_threshold(threshold: Any, multi_label: bool) -> None:
+def check_threshold(threshold: Any, multi_label: bool) -> None:
+    """Refuse a ``--threshold`` outside (0, 1), or one for a model that is not multi-label."""
     if threshold is None:
         return
     ok = isinstance(threshold, (int, float)) and not isinstance(threshold, bool) and math.isfinite(threshold)
