@@ -57,3 +57,29 @@ def card_rows(task: Any, config: dict[str, Any], metrics: dict[str, Any], summar
         "has_test": bool(metrics.get("test")),
         **task.card_context(metrics),
     }
+
+
+def multi_label_card_context(task: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    """Template variables of ``multi_label.md``: labels with their thresholds, per-label results per split."""
+    shown, more = capped(list(enumerate(task.labels)), "labels", "config.json (id2label)")
+    validation = metrics.get("validation") or {}
+    thresholds = validation.get("thresholds") or {}
+    if task.thresholds is not None:  # a model rebuilt from config.json knows the thresholds it uses
+        thresholds = dict(zip(task.labels, task.thresholds))
+    splits = []
+    for name in ("test", "validation"):
+        report = metrics.get(name)
+        if not report:
+            continue
+        rows = [table_row([escape_cell(label), *(f"{report['per_class'][label][k]:.4f}" for k in
+                                                 ("threshold", "precision", "recall", "f1")),
+                           report["per_class"][label]["support"]]) for _, label in shown]
+        splits.append({"name": name, "metrics": report, "plain": report.get("at_0.5") or {}, "per_class_rows": rows})
+    named = ", ".join(escape_cell(label) for label in task.labels[:10]) + (", …" if len(task.labels) > 10 else "")
+    return {"label_rows": [table_row([i, escape_cell(label), f"{thresholds.get(label, 0.5):.4f}"]) for i, label in shown],
+            "label_note": more, "result_splits": splits,
+            "threshold_source": validation.get("threshold_source", ""),
+            "task_sentence": f"gives each of {len(task.labels)} labels ({named}) a probability and answers every "
+                             "label whose probability reaches that label's threshold — none, one or several.",
+            "limitation_labels": f"The model only knows the {len(task.labels)} labels above; its thresholds were "
+                                 "tuned on the validation data and may need adjusting (--threshold) on other data."}

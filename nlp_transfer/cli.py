@@ -97,7 +97,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         check_output_file(args.output, [args.test_file])
     report = evaluate_model(
         args.model_dir, args.test_file, text_column=args.text_column, text_pair_column=args.text_pair_column,
-        label_column=args.label_column, batch_size=args.eval_batch_size,
+        label_column=args.label_column, batch_size=args.eval_batch_size, threshold=args.threshold,
     )
     text = json.dumps(report, indent=2)
     if args.output:
@@ -115,7 +115,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = predict_csv(
         args.model_dir, args.input_file, args.output, text_column=args.text_column,
         text_pair_column=args.text_pair_column, top_k=args.top_k, batch_size=args.eval_batch_size,
-        quantize=args.quantize, progress=not args.quiet,
+        quantize=args.quantize, progress=not args.quiet, threshold=args.threshold,
     )
     if PartialState().is_main_process:
         print(json.dumps(summary, indent=2))
@@ -199,8 +199,14 @@ def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     data.add_argument("test_file", metavar="TEST_FILE", help="CSV with the text and label columns.")
     _add_columns(data, label=True)
     output.add_argument("--output", metavar="FILE", help="Also write the metrics JSON to this file.")
+    _add_threshold(output)
     _add_eval_batch_size(speed)
     evaluate.set_defaults(func=_cmd_evaluate)
+
+
+def _add_threshold(group: Any) -> None:
+    group.add_argument("--threshold", type=float, metavar="P", help="Multi-label models: decide every label at this "
+                       "probability instead of the per-label thresholds saved in the model's config.json.")
 
 
 def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -218,6 +224,7 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
                         help="Required: the predictions CSV to write (it appears only when complete).")
     output.add_argument("--top-k", type=PositiveInt("--top-k"), default=1, metavar="K",
                         help=with_default("Also write the K most likely labels with their probabilities.", 1))
+    _add_threshold(output)
     _add_eval_batch_size(speed)
     speed.add_argument("--quantize", choices=["int8"], help="Dynamic int8 quantization of Linear layers (CPU only).")
     predict.set_defaults(func=_cmd_predict)

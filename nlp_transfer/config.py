@@ -18,16 +18,8 @@ from .errors import UserInputError, check_positive_int
 from .hub_ids import DEFAULT_MODEL, check_repo_id
 from .strategies import POOLINGS, check_strategy_settings
 from .strategies import STRATEGIES as _STRATEGY_CLASSES
+from .task_config import METRIC_NAMES, REGRESSION_LOSSES, TASK_KINDS, check_task_settings
 
-
-METRIC_NAMES = (
-    "accuracy",
-    "f1_macro",
-    "f1_micro",
-    "f1_weighted",
-    "precision_macro",
-    "recall_macro",
-)
 MIXED_PRECISION = ("no", "fp16", "bf16")
 STRATEGIES = tuple(_STRATEGY_CLASSES)
 
@@ -128,8 +120,9 @@ class TrainConfig:
         0.1, "Fraction of training rows held out for validation when no --validation-file is given (stratified).",
         "data", metavar="FRACTION",
     )
-    metric_for_best_model: str = _opt(
-        "f1_macro", f"Validation metric that picks the best epoch: {', '.join(METRIC_NAMES)}.", "evaluation",
+    metric_for_best_model: Optional[str] = _opt(
+        None, f"Validation metric that picks the best epoch: {', '.join(METRIC_NAMES)}. Default: f1_macro, or r2 "
+        "under --task regression.", "evaluation",
         choices=METRIC_NAMES, metavar="METRIC",
     )
     early_stopping_patience: Optional[int] = _opt(
@@ -236,7 +229,38 @@ class TrainConfig:
         "(default: nlp_transfer_features/ in the datasets cache).", "model", metavar="DIR",
     )
 
+    # --- problem types (issue 16) ---
+    task: str = _opt(
+        "classification", "classification (labels) or regression (one number per text, e.g. a rating; the label "
+        "column holds numbers).", "data", choices=TASK_KINDS,
+    )
+    multi_label: bool = _opt(
+        False, "Each text has zero or more labels, joined in the label column by --label-separator (an empty cell "
+        "means none). Per-label decision thresholds are tuned on the validation set and saved in config.json.",
+        "data",
+    )
+    label_separator: str = _opt(",", "With --multi-label: what separates the labels of one cell.", "data",
+                                metavar="SEP")
+    label_columns: Optional[str] = _opt(
+        None, "Multi-label data as several 0/1 columns, one per label (e.g. sports,politics,tech); implies "
+        "--multi-label and replaces --label-column.", "data", metavar="A,B,C",
+    )
+    regression_loss: str = _opt(
+        "mse", "With --task regression: mse, or huber (less swayed by outlying targets).", "optimisation",
+        choices=REGRESSION_LOSSES,
+    )
+    threshold: Optional[float] = _opt(
+        None, "Multi-label: one decision threshold for every label instead of per-label thresholds tuned on the "
+        "validation set.", "evaluation", metavar="P",
+    )
+    class_weights: str = _opt(
+        "none", "Weight the loss per class against imbalance: none, balanced (inverse to class frequency; "
+        "multi-label: pos_weight = negatives / positives per label) or a JSON object such as '{\"spam\": 5}' "
+        "(labels not named weigh 1).", "optimisation", metavar="balanced|none|JSON",
+    )
+
     def __post_init__(self) -> None:
+        check_task_settings(self)  # problem types (issue 16); fills metric_for_best_model
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps"):
             check_positive_int(getattr(self, name), name)
         for name in ("max_train_samples", "early_stopping_patience", "checkpoint_every"):

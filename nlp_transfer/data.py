@@ -11,22 +11,24 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset
 
 from .csv_files import read_csv, require_columns  # noqa: F401  (require_columns: part of this module's API)
 from .errors import UserInputError
+from .labels import LabelReader, SingleLabels, label_reader, label_values, sort_labels  # noqa: F401  (re-exported)
 from .modeling import check_text_room
 
 logger = logging.getLogger(__name__)
 
-_INT_RE = re.compile(r"^[+-]?\d+$")
-_NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 # Classes named in a message or warning; the rest are counted.
 _NAMED_CLASSES = 10
+# Single-label name → id, or a function from a batch of rows to their targets (labels.LabelReader.encoder).
+LabelEncoding = Optional[Union[dict[str, int], Callable[[dict[str, list]], list]]]
 
 
 def column(ds: Dataset, name: str) -> Any:
@@ -59,41 +61,6 @@ def check_texts(ds: Dataset, column_name: str, role: str, path: str) -> None:
         )
 
 
-def label_values(ds: Dataset, column_name: str, role: str, path: str) -> list[str]:
-    """The distinct labels of ``column_name`` (stripped strings), refusing missing ones."""
-    rows = _null_rows(ds, column_name)
-    if len(rows):
-        raise UserInputError(
-            f"{role} file {path!r}: label column {column_name!r} is empty in {len(rows)} row(s) (data rows {_describe_rows(rows)}); "
-            "every row needs a label — drop or fill those rows."
-        )
-    uniques = pc.unique(pc.utf8_trim_whitespace(column(ds, column_name))).to_pylist()
-    return sorted(uniques)
-
-
-def sort_labels(values: Sequence[str]) -> list[str]:
-    """Sort labels: numerically when all are integers, alphabetically otherwise.
-
-    Raises:
-        UserInputError: when numbers and words are mixed (usually a shifted column).
-    """
-    numeric = [v for v in values if _NUMBER_RE.match(v)]
-    if numeric and len(numeric) != len(values):
-        words = [v for v in values if not _NUMBER_RE.match(v)]
-        raise UserInputError(
-            f"the label column mixes numbers ({', '.join(numeric[:3])}) and words ({', '.join(words[:3])}); "
-            "expected one kind of label. Check for a shifted column or fix the odd rows."
-        )
-    if numeric:
-        if not all(_INT_RE.match(v) for v in values):
-            raise UserInputError(
-                f"labels look like real numbers ({', '.join(values[:3])}); classification needs class names or integer "
-                "class ids. Use integer ids or names."
-            )
-        return sorted(values, key=int)
-    return sorted(values)
-
-
 @dataclass
 class TextColumns:
     """Which CSV columns hold the text(s) and the label."""
@@ -109,7 +76,8 @@ class TextColumns:
         return {column: option for column, option in named.items() if column is not None}
 
 
-def load_split(path: str, role: str, columns: TextColumns, name: Optional[str] = None) -> Dataset:
+def load_split(path: str, role: str, columns: TextColumns, name: Optional[str] = None,
+               label_columns: Optional[dict[str, str]] = None) -> Dataset:
     """Read one CSV and check its text columns (labels are checked by the caller).
 
     Args:
@@ -118,22 +86,29 @@ def load_split(path: str, role: str, columns: TextColumns, name: Optional[str] =
         columns: the columns to require.
         name: the argument or option that named the file (e.g. ``TEST_FILE`` for ``evaluate``);
             default by role (``TRAIN_FILE``, ``--validation-file``, ``--test-file``).
+        label_columns: more required columns (name → option), e.g. a ``LabelReader``'s ``columns``.
     """
-    ds = read_csv(path, role, columns.required, name)
+    ds = read_csv(path, role, {**columns.required, **(label_columns or {})}, name)
     check_texts(ds, columns.text, role, path)
     if columns.text_pair:
         check_texts(ds, columns.text_pair, role, path)
     return ds
 
 
-def make_tokenize_fn(tokenizer: Any, columns: TextColumns, max_length: int, label2id: Optional[dict[str, int]]):
-    """A batched ``map`` function: texts → ``input_ids`` (unpadded), ``labels`` and ``length``."""
+def make_tokenize_fn(tokenizer: Any, columns: TextColumns, max_length: int, label2id: LabelEncoding):
+    """A batched ``map`` function: texts → ``input_ids`` (unpadded), ``labels`` and ``length``.
+
+    ``label2id`` maps single-label names to ids, or is a function from a batch of rows to their
+    targets (:meth:`nlp_transfer.labels.LabelReader.encoder`); None leaves the labels out.
+    """
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         pairs = batch[columns.text_pair] if columns.text_pair else None
         enc = tokenizer(batch[columns.text], pairs, truncation=True, max_length=max_length)
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
-        if label2id is not None:
+        if callable(label2id):
+            enc["labels"] = label2id(batch)
+        elif label2id is not None:
             enc["labels"] = [label2id[v.strip()] for v in batch[columns.label]]
         return enc
 
@@ -141,16 +116,23 @@ def make_tokenize_fn(tokenizer: Any, columns: TextColumns, max_length: int, labe
 
 
 def tokenize(ds: Dataset, tokenizer: Any, columns: TextColumns, max_length: int,
-             label2id: Optional[dict[str, int]], desc: str) -> Dataset:
+             label2id: LabelEncoding, desc: str) -> Dataset:
     """Tokenize ``ds`` once (cached by ``datasets`` next to the CSV's Arrow file)."""
     fn = make_tokenize_fn(tokenizer, columns, max_length, label2id)
     return ds.map(fn, batched=True, batch_size=1000, remove_columns=ds.column_names, desc=desc)
 
 
-def label_counts(ds: Dataset, labels: Sequence[str]) -> dict[str, int]:
-    """Rows per label name in a tokenized dataset (``labels`` column of ids)."""
-    counts = np.bincount(np.asarray(column(ds, "labels").to_numpy(), dtype=np.int64), minlength=len(labels))
-    return {name: int(n) for name, n in zip(labels, counts)}
+def targets(ds: Dataset) -> np.ndarray:
+    """The encoded ``labels`` column as an array: class ids, 0/1 rows (multi-label) or numbers (regression)."""
+    labels = column(ds, "labels").combine_chunks()
+    if pa.types.is_list(labels.type) or pa.types.is_fixed_size_list(labels.type):
+        return labels.flatten().to_numpy(zero_copy_only=False).reshape(len(labels), -1)
+    return labels.to_numpy(zero_copy_only=False)
+
+
+def label_counts(ds: Dataset, labels: Sequence[str], reader: Optional[LabelReader] = None) -> dict[str, int]:
+    """Rows per label name in a tokenized dataset (default: a ``labels`` column of class ids)."""
+    return (reader or SingleLabels("label")).counts(targets(ds), labels)
 
 
 @dataclass
@@ -169,59 +151,52 @@ class PreparedData:
 def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
     """Read, check, split and tokenize the CSVs named in a :class:`TrainConfig`.
 
-    The label set is the sorted set of training labels; a validation or test label never seen
-    in training is an error (the model could never predict it), and so is a label left with no
-    training rows.
+    The labels are read as the config's problem type says (:func:`nlp_transfer.labels.label_reader`);
+    for classification the label set is the sorted set of training labels. A validation or test
+    label never seen in training is an error (the model could never predict it), and so is a label
+    left with no training rows.
     """
-    columns = TextColumns(config.text_column, config.text_pair_column, config.label_column)
+    reader = label_reader(config)
+    columns = TextColumns(config.text_column, config.text_pair_column, None)
     check_text_room(config.max_length, tokenizer, pair=columns.text_pair is not None)
-    train_raw = load_split(config.train_file, "training", columns)
-    labels = sort_labels(label_values(train_raw, columns.label, "training", config.train_file))
-    if len(labels) < 2:
-        raise UserInputError(
-            f"training file {config.train_file!r} has only one label ({labels[0]!r}) in column {columns.label!r}; "
-            "a classifier needs at least two classes."
-        )
-    label2id = {name: i for i, name in enumerate(labels)}
-    others = _other_splits(config, columns, labels)
+    train_raw = load_split(config.train_file, "training", columns, label_columns=reader.columns)
+    labels = reader.label_set(train_raw, config.train_file)
+    others = _other_splits(config, columns, labels, reader)
     if config.max_train_samples is not None and config.max_train_samples < train_raw.num_rows:
         train_raw = train_raw.shuffle(seed=config.seed).select(range(config.max_train_samples))
 
     def tokenized(ds: Dataset, split: str) -> Dataset:
-        return tokenize(ds, tokenizer, columns, config.max_length, label2id, f"Tokenizing {split} data")
+        ds = tokenize(ds, tokenizer, columns, config.max_length, reader.encoder(labels), f"Tokenizing {split} data")
+        return ds.cast_column("labels", reader.feature(labels))
 
-    train = tokenized(train_raw, "training").cast_column("labels", ClassLabel(names=labels))
-    _refuse_labels_without_rows(train, labels, config)
+    train = tokenized(train_raw, "training")
+    if reader.stratified != "none":
+        _refuse_labels_without_rows(train, labels, config, reader)
     source = "file"
     if "validation" in others:
         validation = tokenized(others["validation"], "validation")
     else:
-        train, validation, source = split_validation(train, labels, config.validation_split, config.seed)
+        train, validation, source = hold_out(train, labels, config.validation_split, config.seed, reader.stratified)
     test = tokenized(others["test"], "test") if "test" in others else None
 
     lengths = column(train, "length").to_numpy()
     truncated = float(np.mean(lengths >= config.max_length)) if len(lengths) else 0.0
     if truncated > 0.05:
         logger.warning("%.0f%% of training texts were cut at --max-length %d tokens.", 100 * truncated, config.max_length)
-    counts = {"train": label_counts(train, labels), "validation": label_counts(validation, labels)}
+    counts = {"train": label_counts(train, labels, reader), "validation": label_counts(validation, labels, reader)}
     if test is not None:
-        counts["test"] = label_counts(test, labels)
+        counts["test"] = label_counts(test, labels, reader)
     return PreparedData(train, validation, test, labels, counts, truncated, source)
 
 
-def _other_splits(config: Any, columns: TextColumns, labels: list[str]) -> dict[str, Dataset]:
+def _other_splits(config: Any, columns: TextColumns, labels: list[str], reader: LabelReader) -> dict[str, Dataset]:
     """The validation and test files that are given, checked against the training labels."""
     others: dict[str, Dataset] = {}
     for role, path in (("validation", config.validation_file), ("test", config.test_file)):
         if path is None:
             continue
-        ds = load_split(path, role, columns)
-        unseen = [v for v in label_values(ds, columns.label, role, path) if v not in labels]
-        if unseen:
-            raise UserInputError(
-                f"{role} file {path!r} has label(s) never seen in training: {', '.join(map(repr, unseen[:5]))}; "
-                f"training labels are: {', '.join(labels)}. Remove those rows or add examples of them to the training data."
-            )
+        ds = load_split(path, role, columns, label_columns=reader.columns)
+        reader.check(ds, role, path, labels)
         others[role] = ds
     return others
 
@@ -231,18 +206,43 @@ def _name_classes(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - _NAMED_CLASSES} more" if len(names) > _NAMED_CLASSES else "")
 
 
-def _refuse_labels_without_rows(train: Dataset, labels: list[str], config: Any) -> None:
-    """A label of the training file that the sampled rows no longer hold could never be learned."""
-    if config.max_train_samples is None:
-        return  # every label of the file has its rows
-    counts = np.bincount(column(train, "labels").to_numpy(), minlength=len(labels))
-    empty = [labels[i] for i in np.flatnonzero(counts == 0)]
-    if empty:
+def _refuse_labels_without_rows(train: Dataset, labels: list[str], config: Any, reader: LabelReader) -> None:
+    """A label that no training row has could never be learned (sampled away, or an all-0 label column)."""
+    counts = label_counts(train, labels, reader)
+    empty = [name for name in labels if counts[name] == 0]
+    if not empty:
+        return
+    if config.max_train_samples is not None:
         raise UserInputError(
             f"--max-train-samples {config.max_train_samples} leaves {len(empty)} label(s) of training file "
             f"{config.train_file!r} with no training rows ({_name_classes(empty)}); raise --max-train-samples, or drop "
             "those rows from the file."
         )
+    raise UserInputError(
+        f"training file {config.train_file!r}: {len(empty)} label(s) have no positive training row "
+        f"({_name_classes(empty)}), so the model could never learn them; drop those label columns or add examples."
+    )
+
+
+def hold_out(ds: Dataset, labels: Sequence[str], fraction: float, seed: int,
+             stratified: str) -> tuple[Dataset, Dataset, str]:
+    """Hold out ``fraction`` of ``ds`` for validation; return (train, validation, description).
+
+    ``stratified`` is ``"label"`` (per class, :func:`split_validation`), ``"label_set"`` (iterative
+    stratification of multi-label rows, :func:`nlp_transfer.splits.iterative_split`) or ``"none"``
+    (a plain seeded split, for regression).
+    """
+    if stratified == "label":
+        return split_validation(ds, labels, fraction, seed)
+    from .splits import iterative_split, random_split
+
+    if stratified == "label_set":
+        train_rows, val_rows = iterative_split(targets(ds), fraction, seed)
+        how = "iterative stratification by label set"
+    else:
+        train_rows, val_rows = random_split(ds.num_rows, fraction, seed)
+        how = "plain seeded random split"
+    return ds.select(train_rows), ds.select(val_rows), f"{fraction:g} of the training file, {how}, seed {seed}"
 
 
 def split_validation(ds: Dataset, labels: Sequence[str], fraction: float, seed: int) -> tuple[Dataset, Dataset, str]:

@@ -14,8 +14,9 @@ from huggingface_hub.utils import tqdm  # the bars `nlp-transfer -q` switches of
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from .data import TextColumns, label_values, load_split, tokenize
-from .errors import UserInputError, check_positive_int
+from .data import TextColumns, load_split, tokenize
+from .errors import check_positive_int
+from .labels import label_reader
 from .modeling import check_text_room, load_trained, training_settings
 from .sampler import eval_loader
 from .task import Task, task_for_model
@@ -47,11 +48,14 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
 
 def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = None,
                    text_pair_column: Optional[str] = None, label_column: Optional[str] = None,
-                   batch_size: int = 64, max_length: Optional[int] = None) -> dict[str, Any]:
+                   batch_size: int = 64, max_length: Optional[int] = None,
+                   threshold: Optional[float] = None) -> dict[str, Any]:
     """Score a trained model folder on a labelled CSV.
 
-    Column names and ``max_length`` default to those the model was trained with
-    (``training_config.json``), else ``text`` / ``label`` and the tokenizer's limit.
+    Column names, the label layout (multi-label separator or 0/1 columns, regression) and
+    ``max_length`` default to those the model was trained with (``training_config.json``), else
+    ``text`` / ``label`` and the tokenizer's limit. A multi-label model is scored at the thresholds
+    saved in its ``config.json``.
 
     Args:
         model_dir: folder written by ``nlp-transfer train`` (or any sequence classifier).
@@ -59,28 +63,51 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
         text_column, text_pair_column, label_column: override the saved column names.
         batch_size: rows per forward pass.
         max_length: override the saved truncation length.
+        threshold: multi-label only: one threshold for every label instead of the saved ones.
     """
     settings = training_settings(model_dir)
     columns = TextColumns(
         text_column or settings.get("text_column", "text"),
         text_pair_column or settings.get("text_pair_column"),
-        label_column or settings.get("label_column", "label"),
+        None,
     )
     check_positive_int(batch_size, "--batch-size")
     accelerator = Accelerator()
     model, tokenizer = load_trained(model_dir)
-    task = task_for_model(model.config)
-    ds = load_split(test_file, "test", columns, name="TEST_FILE")
-    unseen = [v for v in label_values(ds, columns.label, "test", test_file) if v not in task.label2id]
-    if unseen:
-        raise UserInputError(
-            f"test file {test_file!r} has label(s) the model does not know: {', '.join(map(repr, unseen[:5]))}; "
-            f"the model's labels are: {', '.join(task.labels)}."
-        )
+    task = with_threshold(task_for_model(model.config), threshold)
+    reader = label_reader({**settings, **({"label_column": label_column} if label_column else {}),
+                           **_layout_of(task)})
+    ds = load_split(test_file, "test", columns, name="TEST_FILE", label_columns=reader.columns)
+    reader.check(ds, "test", test_file, task.labels)
     length = max_length or settings.get("max_length") or min(tokenizer.model_max_length, 512)
     if max_length is not None:
         check_text_room(length, tokenizer, pair=columns.text_pair is not None, flag="max_length")
     with accelerator.main_process_first():
-        ds = tokenize(ds, tokenizer, columns, length, task.label2id, "Tokenizing test data")
+        ds = tokenize(ds, tokenizer, columns, length, reader.encoder(task.labels), "Tokenizing test data")
     model, loader = accelerator.prepare(model, eval_loader(ds, tokenizer, batch_size))
     return evaluate_loader(model, loader, accelerator, task)
+
+
+def _layout_of(task: Task) -> dict[str, Any]:
+    """Label-layout settings implied by the saved model itself (for folders without training_config.json)."""
+    if task.problem_type == "regression":
+        return {"task": "regression"}
+    if task.problem_type == "multi_label_classification":
+        return {"multi_label": True}
+    return {"task": "classification", "multi_label": False, "label_columns": None}
+
+
+def with_threshold(task: Task, threshold: Optional[float]) -> Task:
+    """``task`` deciding every label at ``threshold`` (multi-label only); ``task`` itself when None.
+
+    Raises:
+        UserInputError: a threshold for a model that is not multi-label, or one outside (0, 1).
+    """
+    if threshold is None:
+        return task
+    from .task_config import check_threshold
+
+    check_threshold(threshold, task.problem_type == "multi_label_classification")
+    task.thresholds = [float(threshold)] * len(task.labels)
+    task.threshold_source = f"--threshold {threshold}"
+    return task

@@ -234,8 +234,8 @@ def cached_features(classifier_model: nn.Module, ds: Dataset, tokenizer: Any, ma
 
 def _with_labels(features: Dataset, ds: Dataset) -> Dataset:
     # Labels come from the current data, not the cache: the same texts may be labelled differently.
-    labels = column(ds, "labels").to_numpy(zero_copy_only=False).astype(np.int64)
-    return features.add_column("labels", labels.tolist()).with_format("torch")
+    # Class ids, 0/1 rows (multi-label) or numbers (regression), with the type the tokenized data has.
+    return features.add_column("labels", column(ds, "labels").to_pylist(), feature=ds.features["labels"]).with_format("torch")
 
 
 def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config: Any,

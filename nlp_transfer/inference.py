@@ -29,10 +29,14 @@ from tqdm.auto import tqdm
 from .artifacts import check_output_file, filesystem_error
 from .csv_files import CsvHeader, check_file, data_rows, read_header, require_columns
 from .errors import UserInputError, check_positive_int
+from .evaluation import with_threshold
 from .modeling import check_text_room, load_trained, position_limit, training_settings
+from .task import Task, task_for_model
 
 QUANTIZE_CHOICES = ("int8",)
 PREDICTION_COLUMNS = ("predicted_label", "score")
+MULTI_LABEL_COLUMNS = ("predicted_labels", "scores")
+REGRESSION_COLUMN = "predicted_value"
 
 
 @dataclass
@@ -48,6 +52,9 @@ class Classifier:
         max_length: texts are cut at this many tokens, as in training.
         text_column, text_pair_column: the CSV columns the model was trained on.
         device: where the model runs.
+        task: the model's :class:`~nlp_transfer.task.Task` (how scores become answers: the best label,
+            every label at or above its threshold (multi-label), or the value (regression)).
+        label_separator: joins a multi-label answer in the CSV written by :func:`predict_csv`.
     """
 
     model: Any
@@ -57,10 +64,17 @@ class Classifier:
     text_column: str = "text"
     text_pair_column: Optional[str] = None
     device: torch.device = torch.device("cpu")
+    task: Optional[Task] = None
+    label_separator: str = ","
+
+    def __post_init__(self) -> None:
+        if self.task is None:
+            self.task = task_for_model(self.model.config)
 
     def predict_proba(self, texts: Sequence[str] | str, text_pairs: Optional[Sequence[str]] = None,
                       batch_size: int = 64) -> np.ndarray:
-        """Class probabilities, shape ``(len(texts), len(self.labels))``, rows in input order.
+        """Scores as ``pipeline()`` computes them, shape ``(len(texts), len(self.labels))``, rows in input order:
+        softmax probabilities, per-label sigmoid probabilities (multi-label) or the value (regression, one column).
 
         Args:
             texts: the texts (a single string counts as one text). Empty strings are predicted too.
@@ -92,30 +106,35 @@ class Classifier:
 
     def predict(self, texts: Sequence[str] | str, text_pairs: Optional[Sequence[str]] = None, top_k: int = 1,
                 batch_size: int = 64) -> list[Any]:
-        """Predicted labels with their probabilities, in input order.
+        """Predictions in input order, as the model's task answers.
+
+        Single-label: one ``{"label", "score"}`` dict per text. Multi-label: per text, the list of
+        ``{"label", "score"}`` of every label whose probability reaches its threshold (saved in the
+        model's ``config.json``), best first, possibly empty. Regression: the predicted value per text.
 
         Args:
             texts: the texts (a single string counts as one text).
             text_pairs: second texts, one per text, for sentence-pair models.
-            top_k: 1 gives one ``{"label", "score"}`` dict per text; more gives a list of the
-                ``top_k`` most likely labels per text, best first (capped at the number of labels).
+            top_k: more than 1 gives instead the ``top_k`` most likely labels per text, best first
+                (capped at the number of labels), whatever the thresholds; not for regression.
             batch_size: texts per forward pass.
         """
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise UserInputError(f"top_k must be a positive integer; got {top_k!r}.")
+        if top_k > 1 and self.task.problem_type == "regression":
+            raise UserInputError("top_k applies to classifiers; a regression model predicts one value per text.")
         probs = self.predict_proba(texts, text_pairs, batch_size)
         if top_k == 1:
-            best = probs.argmax(axis=1)
-            return [{"label": self.labels[i], "score": float(p)} for i, p in zip(best, probs[np.arange(len(best)), best])]
+            return self.task.decide(probs)
         ranked, scores = _top_k(probs, top_k)
         return [[{"label": self.labels[i], "score": float(s)} for i, s in zip(ids, row)]
                 for ids, row in zip(ranked, scores)]
 
     def _normalise(self, logits: torch.Tensor) -> torch.Tensor:
         # The same choice pipeline("text-classification") makes, so scores agree with it.
-        if self.model.config.problem_type == "multi_label_classification" or len(self.labels) == 1:
+        if self.model.config.problem_type is None and len(self.labels) == 1:
             return torch.sigmoid(logits)
-        return torch.softmax(logits, dim=-1)
+        return self.task.probabilities(logits)
 
 
 def _top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +157,7 @@ def _as_texts(values: Sequence[str] | str, name: str) -> list[str]:
 
 
 def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | torch.device] = None,
-                    quantize: Optional[str] = None) -> Classifier:
+                    quantize: Optional[str] = None, threshold: Optional[float] = None) -> Classifier:
     """Load a trained classifier (a local folder or a Hub repo id) ready to predict.
 
     Args:
@@ -147,9 +166,12 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: the GPU when there is one, else the CPU.
         quantize: ``"int8"`` converts the Linear layers to dynamically quantized int8 (CPU only):
             faster on CPU at a small accuracy cost. Off by default.
+        threshold: multi-label models only: decide every label at this probability instead of
+            the per-label thresholds saved in ``config.json``.
 
     Raises:
-        UserInputError: not a sequence classifier, unknown ``quantize``, or int8 on a GPU.
+        UserInputError: not a sequence classifier, unknown ``quantize``, int8 on a GPU, or a
+            ``threshold`` for a model that is not multi-label.
     """
     name = str(path_or_repo_id)
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
@@ -160,8 +182,7 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
     if quantize is not None and device.type != "cpu":
         raise UserInputError(f"quantize={quantize!r} runs on the CPU only; pass device='cpu' or drop quantize.")
     model, tokenizer = load_trained(name)
-    if model.config.problem_type == "regression":
-        raise UserInputError(f"{name!r} is a regression model, not a classifier; nlp-transfer predicts class labels.")
+    task = with_threshold(task_for_model(model.config), threshold)
     settings = training_settings(name)
     if quantize == "int8":
         model = _quantize_int8(model)
@@ -181,6 +202,8 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
         text_column=settings.get("text_column") or "text",
         text_pair_column=text_pair_column,
         device=device,
+        task=task,
+        label_separator=settings.get("label_separator") or ",",
     )
 
 
@@ -199,10 +222,18 @@ def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def prediction_columns(top_k: int) -> list[str]:
-    """The columns ``predict_csv`` appends: ``predicted_label``, ``score`` and, for top-k, ``label_1``, ``score_1``..."""
+def prediction_columns(top_k: int, problem_type: str = "single_label_classification") -> list[str]:
+    """The columns ``predict_csv`` appends: ``predicted_label``, ``score`` and, for top-k, ``label_1``, ``score_1``...
+
+    A multi-label model writes ``predicted_labels`` and ``scores`` (its labels at or above their
+    thresholds and their probabilities, joined by the training ``label_separator``); a regression
+    model writes ``predicted_value``.
+    """
+    if problem_type == "regression":
+        return [REGRESSION_COLUMN]
+    first = MULTI_LABEL_COLUMNS if problem_type == "multi_label_classification" else PREDICTION_COLUMNS
     extra = [f"{kind}_{rank}" for rank in range(1, top_k + 1) for kind in ("label", "score")] if top_k > 1 else []
-    return [*PREDICTION_COLUMNS, *extra]
+    return [*first, *extra]
 
 
 def _chunks(rows: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
@@ -235,7 +266,8 @@ class _Job:
 
 def predict_csv(model: str, input_file: str, output_file: str, text_column: Optional[str] = None,
                 text_pair_column: Optional[str] = None, top_k: int = 1, batch_size: int = 64,
-                quantize: Optional[str] = None, chunk_size: int = 4096, progress: bool = True) -> dict[str, Any]:
+                quantize: Optional[str] = None, chunk_size: int = 4096, progress: bool = True,
+                threshold: Optional[float] = None) -> dict[str, Any]:
     """Predict every row of a CSV and write it, with its prediction, to ``output_file``.
 
     The output keeps every named input column (an unnamed, empty column, e.g. from a trailing comma,
@@ -255,6 +287,7 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
         quantize: ``"int8"`` for dynamic int8 quantization on the CPU.
         chunk_size: rows read at a time.
         progress: show a progress bar (rows/s) on the main process.
+        threshold: multi-label only: one threshold for every label instead of the saved ones.
 
     Returns:
         ``{"output", "rows", "processes", "seconds", "rows_per_second"}``.
@@ -270,12 +303,14 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
 
     # The columns default to those saved with the model, so it loads before the header is checked.
     state = PartialState(cpu=quantize is not None or not torch.cuda.is_available())
-    clf = load_classifier(model, device=state.device, quantize=quantize)
+    clf = load_classifier(model, device=state.device, quantize=quantize, threshold=threshold)
     text_column = text_column or clf.text_column
     text_pair_column = text_pair_column or clf.text_pair_column
     require_columns(header, {text_column: "--text-column", **({text_pair_column: "--text-pair-column"} if text_pair_column else {})},
                     "input", path)
-    added = prediction_columns(min(top_k, len(clf.labels)))
+    if top_k > 1 and clf.task.problem_type == "regression":
+        raise UserInputError("--top-k applies to classifiers; a regression model predicts one value per text.")
+    added = prediction_columns(min(top_k, len(clf.labels)), clf.task.problem_type)
     clash = [c for c in added if c in header.named]
     if clash:
         raise UserInputError(
@@ -338,6 +373,10 @@ def _write_predictions(job: _Job, state: Any, progress: bool) -> int:
 
 def _output_rows(clf: Classifier, chunk: list[list[str]], probs: np.ndarray, top_k: int) -> Iterator[list[str]]:
     """Input rows with the predicted label and score (and the top-k) appended, as strings."""
+    if clf.task.problem_type == "regression":
+        return (row + [value] for row, value in zip(chunk, probs[:, 0].astype(str)))
+    if clf.task.problem_type == "multi_label_classification":
+        return _multi_label_rows(clf, chunk, probs, top_k)
     ranked, scores = _top_k(probs, top_k)
     labels = np.asarray(clf.labels, dtype=object)[ranked]
     score_text = scores.astype(str)  # shortest repr that round-trips the float32 value
@@ -346,3 +385,13 @@ def _output_rows(clf: Classifier, chunk: list[list[str]], probs: np.ndarray, top
     interleaved = np.empty((len(chunk), 2 * ranked.shape[1]), dtype=object)
     interleaved[:, 0::2], interleaved[:, 1::2] = labels, score_text
     return (row + [label[0], score[0], *extra] for row, label, score, extra in zip(chunk, labels, score_text, interleaved.tolist()))
+
+
+def _multi_label_rows(clf: Classifier, chunk: list[list[str]], probs: np.ndarray, top_k: int) -> Iterator[list[str]]:
+    """Rows with the labels at or above their thresholds and their probabilities, joined (and the top-k)."""
+    sep = clf.label_separator
+    answers = clf.task.decide(probs)
+    ranked, scores = _top_k(probs, top_k)
+    for row, answer, ids, row_scores in zip(chunk, answers, ranked, scores.astype(str)):
+        extra = [cell for i, score in zip(ids, row_scores) for cell in (clf.labels[i], score)] if top_k > 1 else []
+        yield row + [sep.join(a["label"] for a in answer), sep.join(str(np.float32(a["score"])) for a in answer), *extra]

@@ -164,6 +164,9 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None,
         "warnings": summary.get("warnings", []),
         **card_rows(task, config, metrics, summary),
         **_procedure(config, summary),
+        "history_metrics": task.history_metrics, "pipeline_kwargs": task.pipeline_kwargs,
+        "card_metrics": task.card_metrics, "class_weights": summary.get("class_weights"),
+        "class_weights_kind": "BCE pos_weight per label" if task.name == "multi_label_classification" else "per class",
     }
     context["task_section"] = jinja2.Template(task.card_section(), keep_trailing_newline=True).render(**context)
     context["card_data"] = _card_data(config, metrics, context, dataset_name, named, is_hub_id)
@@ -207,7 +210,8 @@ def _card_data(config: dict[str, Any], metrics: dict[str, Any], context: dict[st
             dataset_name=dataset, dataset_split=split, metric_type=name.split("_")[0], metric_name=name,
             metric_config=name.split("_")[1] if "_" in name else None, metric_value=float(metrics[split][name]),
         )
-        for name in CARD_METRICS if isinstance(metrics.get(split, {}).get(name), (int, float))
+        for name in context.get("card_metrics", CARD_METRICS)
+        if isinstance(metrics.get(split, {}).get(name), (int, float))
     ]
     return ModelCardData(
         model_name=context["model_name"], base_model=config["model"] if is_hub_id else None,

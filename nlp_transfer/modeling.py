@@ -194,7 +194,8 @@ def check_max_length(name: str, max_length: int, tokenizer: Any, trust_remote_co
 
 
 def load_for_training(name: str, labels: Sequence[str], allow_pickle: bool = False,
-                      trust_remote_code: bool = False) -> PreTrainedModel:
+                      trust_remote_code: bool = False,
+                      problem_type: str = "single_label_classification") -> PreTrainedModel:
     """The encoder with a classification head for ``labels``.
 
     The label names go into the model config (``id2label`` / ``label2id``), so the saved folder
@@ -207,13 +208,14 @@ def load_for_training(name: str, labels: Sequence[str], allow_pickle: bool = Fal
         labels: label names in id order.
         allow_pickle: also accept pickle weights (``pytorch_model.bin``); unpickling can run code.
         trust_remote_code: run Python code shipped with a Hub repository (custom architectures).
+        problem_type: the ``problem_type`` written into the config (``Task.problem_type``).
     """
     source = locate_model(name)
     pretrained = _model_config(source, trust_remote_code)
     id2label = {i: str(label) for i, label in enumerate(labels)}
     model, info = _from_pretrained(
         source, allow_pickle, trust_remote_code, num_labels=len(labels), id2label=id2label,
-        label2id={label: i for i, label in id2label.items()}, problem_type="single_label_classification",
+        label2id={label: i for i, label in id2label.items()}, problem_type=problem_type,
         ignore_mismatched_sizes=True,
     )
     # Only the head may start afresh: an encoder weight that is missing or of another shape would

@@ -13,30 +13,70 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any, ClassVar, Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
+from .errors import UserInputError
 from .metrics import ClassificationReport
+from .multilabel_metrics import PLAIN_THRESHOLD, MultiLabelReport
+from .regression_metrics import RegressionReport
+from .task_config import CLASSIFICATION_METRICS, REGRESSION_METRICS, parse_class_weights
 
 # Metrics a single-label report offers for picking the best epoch (all: higher is better).
-SINGLE_LABEL_METRICS = ("accuracy", "f1_macro", "f1_micro", "f1_weighted", "precision_macro", "recall_macro")
+SINGLE_LABEL_METRICS = CLASSIFICATION_METRICS
+# The config.json entry holding a multi-label model's decision thresholds (label → probability).
+THRESHOLDS_KEY = "label_thresholds"
 
 
 class Task:
     """The kind of problem a classifier solves. Subclasses set the class attributes and methods.
 
+    The life of a task: :func:`make_task` builds it for training (class weights resolved from the
+    training counts); every epoch's validation report comes from :meth:`new_report`; once training
+    ends, :meth:`adopt` takes what the best validation report tuned (multi-label thresholds), so
+    the test set is scored with it and :meth:`config_entries` writes it into ``config.json``;
+    :func:`task_for_model` rebuilds the task from a saved folder (:meth:`from_model_config`) for
+    ``evaluate``, ``predict`` and :func:`~nlp_transfer.inference.load_classifier`, where
+    :meth:`probabilities` gives the pipeline's scores and :meth:`decide` turns them into answers.
+
     Args:
         labels: label names in id order (the rows of the classification head).
+        class_weights: one loss weight per label (None: all 1); see :func:`resolve_class_weights`.
     """
 
     name: ClassVar[str] = ""
     problem_type: ClassVar[str] = ""
     metric_names: ClassVar[tuple[str, ...]] = ()
     card_template: ClassVar[str] = ""  # a file of nlp_transfer.model_cards, rendered into the card
+    history_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro")  # columns of the card's epoch table
+    pipeline_kwargs: ClassVar[str] = ""  # extra pipeline() arguments the card's usage snippet shows
+    card_metrics: ClassVar[tuple[str, ...]] = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro")
 
-    def __init__(self, labels: Sequence[str]):
+    def __init__(self, labels: Sequence[str], class_weights: Optional[Sequence[float]] = None):
         self.labels = [str(label) for label in labels]
         self.label2id = {label: i for i, label in enumerate(self.labels)}
+        self.class_weights = None if class_weights is None else torch.tensor(list(class_weights), dtype=torch.float32)
+
+    @classmethod
+    def from_model_config(cls, labels: Sequence[str], model_config: Any) -> "Task":
+        """The task of a saved model whose ``config.json`` says ``problem_type == cls.problem_type``."""
+        return cls(labels)
+
+    def adopt(self, validation: Mapping[str, Any]) -> None:
+        """Keep what the best epoch's validation report tuned, for the test set and the saved model."""
+
+    def config_entries(self) -> dict[str, Any]:
+        """Entries added to the saved ``config.json`` besides :meth:`model_config` (e.g. thresholds)."""
+        return {}
+
+    def decide(self, scores: np.ndarray) -> list[Any]:
+        """One answer per row of :meth:`probabilities` scores (what ``Classifier.predict`` returns)."""
+        best = scores.argmax(axis=1)
+        return [{"label": self.labels[i], "score": float(scores[row, i])} for row, i in enumerate(best)]
+
+    def _weights(self, logits: torch.Tensor) -> Optional[torch.Tensor]:
+        return None if self.class_weights is None else self.class_weights.to(logits.device, torch.float32)
 
     @property
     def num_outputs(self) -> int:
@@ -91,7 +131,8 @@ class SingleLabelClassification(Task):
     card_template = "single_label.md"
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return nn.functional.cross_entropy(logits.view(-1, self.num_outputs), labels.view(-1))
+        return nn.functional.cross_entropy(logits.view(-1, self.num_outputs), labels.view(-1),
+                                           weight=self._weights(logits))
 
     def predictions(self, logits: torch.Tensor) -> torch.Tensor:
         return logits.argmax(dim=-1)
@@ -144,13 +185,174 @@ class SingleLabelClassification(Task):
         return []
 
 
-TASKS: dict[str, type[Task]] = {SingleLabelClassification.name: SingleLabelClassification}
+class MultiLabelClassification(Task):
+    """Zero or more labels per text: BCE loss, sigmoid, per-label thresholds tuned on validation.
+
+    Args:
+        labels, class_weights: as :class:`Task` (class weights are BCE's ``pos_weight``).
+        thresholds: one per label; None tunes them on each validation report.
+        threshold_source: how given thresholds were chosen (shown in reports).
+    """
+
+    name = "multi_label_classification"
+    problem_type = "multi_label_classification"
+    metric_names = SINGLE_LABEL_METRICS
+    card_template = "multi_label.md"
+    history_metrics = ("f1_micro", "f1_macro")
+    card_metrics = ("f1_micro", "f1_macro", "f1_weighted", "accuracy")
+    pipeline_kwargs = ", top_k=None"
+
+    def __init__(self, labels: Sequence[str], class_weights: Optional[Sequence[float]] = None,
+                 thresholds: Optional[Sequence[float]] = None, threshold_source: str = "given"):
+        super().__init__(labels, class_weights)
+        self.thresholds = None if thresholds is None else [float(t) for t in thresholds]
+        self.threshold_source = threshold_source
+
+    @classmethod
+    def from_model_config(cls, labels: Sequence[str], model_config: Any) -> "MultiLabelClassification":
+        saved = getattr(model_config, THRESHOLDS_KEY, None) or {}
+        thresholds = [float(saved.get(label, PLAIN_THRESHOLD)) for label in labels]
+        source = f"saved in config.json ({THRESHOLDS_KEY})" if saved else "0.5 (none saved in config.json)"
+        return cls(labels, thresholds=thresholds, threshold_source=source)
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return nn.functional.binary_cross_entropy_with_logits(logits.float(), labels.float().view_as(logits),
+                                                              pos_weight=self._weights(logits))
+
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float())  # the report cuts them at the thresholds (or tunes them)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(logits.float())
+
+    def new_report(self) -> MultiLabelReport:
+        return MultiLabelReport(self.labels, self.thresholds, self.threshold_source)
+
+    def adopt(self, validation: Mapping[str, Any]) -> None:
+        if self.thresholds is None:
+            self.thresholds = [float(validation["thresholds"][label]) for label in self.labels]
+            self.threshold_source = "tuned on the validation set (per-label F1)"
+
+    def config_entries(self) -> dict[str, Any]:
+        return {} if self.thresholds is None else {THRESHOLDS_KEY: dict(zip(self.labels, self.thresholds))}
+
+    def decide(self, scores: np.ndarray) -> list[Any]:
+        cut = np.asarray(self.thresholds if self.thresholds is not None else [PLAIN_THRESHOLD] * len(self.labels))
+        answers = []
+        for row in scores:
+            chosen = np.flatnonzero(row >= cut)
+            chosen = chosen[np.argsort(-row[chosen], kind="stable")]
+            answers.append([{"label": self.labels[i], "score": float(row[i])} for i in chosen])
+        return answers
+
+    def card_context(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        from .card_tables import multi_label_card_context
+
+        return multi_label_card_context(self, metrics)
+
+    def warnings(self, report: Mapping[str, Any], split: str) -> list[str]:
+        if report.get("predicted_none", 0.0) >= 1.0 and report.get("num_samples"):
+            return [f"the model predicts no label at all for every {split} row: it learned nothing useful. Try more "
+                    "epochs, another --learning-rate, or --class-weights balanced for rare labels."]
+        return []
+
+
+class Regression(Task):
+    """One number per text: MSE (or Huber) loss on the single output, which is the prediction.
+
+    Args:
+        labels: one name, the label column's (the pipeline reports it as the ``label``).
+        loss: ``"mse"`` or ``"huber"``.
+    """
+
+    name = "regression"
+    problem_type = "regression"
+    metric_names = REGRESSION_METRICS
+    card_template = "regression.md"
+    history_metrics = ("rmse", "pearson", "r2")
+    card_metrics = ("rmse", "mae", "r2", "pearson", "spearman")
+
+    def __init__(self, labels: Sequence[str], class_weights: Optional[Sequence[float]] = None, loss: str = "mse"):
+        super().__init__(labels[:1], None)
+        self.loss_name = loss
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        values, targets = logits.float().view(-1), labels.float().view(-1)
+        if self.loss_name == "huber":
+            return nn.functional.huber_loss(values, targets)
+        return nn.functional.mse_loss(values, targets)
+
+    def predictions(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().view(-1)
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits.float().view(-1, 1)  # the raw value: what pipeline() returns as the score
+
+    def new_report(self) -> RegressionReport:
+        return RegressionReport(self.labels)
+
+    def decide(self, scores: np.ndarray) -> list[Any]:
+        return [float(value) for value in np.asarray(scores).reshape(-1)]
+
+    def card_context(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        splits = [{"name": name, "metrics": metrics[name]} for name in ("test", "validation") if metrics.get(name)]
+        return {"result_splits": splits, "label_rows": [], "label_note": "",
+                "task_sentence": f"predicts a number, `{self.labels[0]}`.",
+                "limitation_labels": "The model answers with a number for any text, also for text unlike its "
+                                     "training data, and rarely far outside the range of its training targets."}
+
+    def warnings(self, report: Mapping[str, Any], split: str) -> list[str]:
+        if report.get("num_samples", 0) > 1 and report.get("target_std", 0) > 0 and \
+                report.get("prediction_std", 0) < 1e-3 * report["target_std"]:
+            return [f"the model predicts about the same value for every {split} row: it learned nothing beyond the "
+                    "mean. Try more epochs or another --learning-rate."]
+        return []
+
+
+TASKS: dict[str, type[Task]] = {cls.name: cls for cls in (SingleLabelClassification, MultiLabelClassification,
+                                                          Regression)}
 
 
 def task_for_model(model_config: Any) -> Task:
-    """The task of a saved classifier, from its ``config.json`` (``problem_type`` and ``id2label``)."""
+    """The task of a saved model, from its ``config.json`` (``problem_type``, ``id2label``, thresholds)."""
     id2label = {int(i): str(name) for i, name in (model_config.id2label or {}).items()}
     labels = [id2label[i] for i in range(len(id2label))]
     problem_type: Optional[str] = getattr(model_config, "problem_type", None)
     task = TASKS.get(problem_type or SingleLabelClassification.name, SingleLabelClassification)
-    return task(labels)
+    return task.from_model_config(labels, model_config)
+
+
+def make_task(config: Any, labels: Sequence[str], train_counts: Mapping[str, int], rows: int) -> Task:
+    """The task a ``TrainConfig`` trains, with its class weights resolved from the training counts."""
+    if config.task == "regression":
+        return Regression(labels, loss=config.regression_loss)
+    weights = resolve_class_weights(config.class_weights, labels, train_counts, rows, config.multi_label)
+    if config.multi_label:
+        fixed = None if config.threshold is None else [config.threshold] * len(labels)
+        return MultiLabelClassification(labels, weights, fixed, f"--threshold {config.threshold}")
+    return SingleLabelClassification(labels, weights)
+
+
+def resolve_class_weights(setting: str, labels: Sequence[str], counts: Mapping[str, int], rows: int,
+                          multi_label: bool) -> Optional[list[float]]:
+    """``--class-weights`` as one loss weight per label, or None.
+
+    ``balanced`` weighs class c by ``rows / (classes × rows of c)`` (scikit-learn's rule); for
+    multi-label it is BCE's ``pos_weight`` = negatives / positives of each label. A JSON object
+    names weights by label; labels it does not name weigh 1.
+
+    Raises:
+        UserInputError: the JSON names labels the training data does not have.
+    """
+    parsed = parse_class_weights(setting)
+    if parsed is None:
+        return None
+    if parsed == "balanced":
+        if multi_label:
+            return [(rows - counts[label]) / counts[label] for label in labels]
+        return [rows / (len(labels) * counts[label]) for label in labels]
+    unknown = sorted(set(parsed) - set(labels))
+    if unknown:
+        raise UserInputError(f"--class-weights names label(s) the training data does not have: "
+                             f"{', '.join(map(repr, unknown))}; the labels are: {', '.join(labels)}.")
+    return [parsed.get(label, 1.0) for label in labels]

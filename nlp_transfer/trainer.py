@@ -35,7 +35,7 @@ from .modeling import check_max_length, load_for_training, load_tokenizer, save_
 from .speed import SPEED_OPTION_NAMES, SpeedContext, SpeedOptions, default_options
 from .strategies import parameter_counts, strategy_for
 from .summary import build_summary
-from .task import SingleLabelClassification
+from .task import make_task
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +138,10 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
                      pair=config.text_pair_column is not None)
     with accelerator.main_process_first():
         data = prepare_data(config, tokenizer)
-    task = SingleLabelClassification(data.labels)
+    task = make_task(config, data.labels, data.label_counts["train"], data.train.num_rows)
     set_seed(config.seed)  # the head's initialisation must not depend on data preparation
     model = load_for_training(config.model, data.labels, allow_pickle=config.allow_pickle,
-                              trust_remote_code=config.trust_remote_code)
+                              trust_remote_code=config.trust_remote_code, problem_type=task.problem_type)
     strategy.check_model(model)
     model = strategy.apply(model)
     objective = strategy.make_objective(task)
@@ -169,7 +169,8 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
     objective.add_sources(accelerator, data, tokenizer)
     # The card links a Hub id; a local encoder folder is recorded by name only (its path means nothing elsewhere).
     local = {"local_base_model": Path(config.model).name} if Path(config.model).exists() else {}
-    return run, data, tokenizer, speed, {"strategy": config.strategy, **local, **trained.summary}
+    weights = {"class_weights": dict(zip(task.labels, task.class_weights.tolist()))} if task.class_weights is not None else {}
+    return run, data, tokenizer, speed, {"strategy": config.strategy, **local, **trained.summary, **weights}
 
 
 def _param_groups(model: torch.nn.Module, strategy: Any, objective: Any, config: TrainConfig) -> list[dict[str, Any]]:
@@ -202,6 +203,8 @@ def _finish(run: Run, data: Any, tokenizer: Any, speed: SpeedOptions, output: Ou
     counts = parameter_counts(unwrapped)
     model = run.strategy.export(unwrapped)  # the plain classifier that is saved: LoRA merged, feature head unwrapped
     metrics = {"validation": state.best.validation, "test": None}
+    run.task.adopt(state.best.validation)  # e.g. multi-label thresholds tuned on validation: used from here on
+    model.config.update(run.task.config_entries())
     if data.test is not None:
         test_loader = accelerator.prepare(eval_loader(data.test, tokenizer, config.eval_batch_size))
         metrics["test"] = evaluate_loader(model, test_loader, accelerator, run.task, desc="Testing")
