@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from .errors import UserInputError, check_positive_int
 from .hub_ids import DEFAULT_MODEL, check_repo_id
-from .strategies import POOLINGS, check_strategy_settings
+from .pooling import POOLINGS, check_pooling_settings
+from .strategies import check_strategy_settings
 from .strategies import STRATEGIES as _STRATEGY_CLASSES
 from .task_config import METRIC_NAMES, REGRESSION_LOSSES, TASK_KINDS, check_task_settings
 
@@ -221,8 +222,10 @@ class TrainConfig:
         None, "With --strategy lora: dropout on the adapter input (default 0.1).", "model", metavar="RATE"
     )
     pooling: Optional[str] = _opt(
-        None, "With --strategy feature-extraction: which encoder output the head reads (cls: the [CLS] vector, "
-        "which the saved model reproduces exactly in pipeline()). Default: cls.", "model", choices=POOLINGS,
+        None, "Which vector the head reads, with every strategy: cls (the [CLS] token's) or mean (the average "
+        "over the text's tokens, carried by one appended fixed encoder layer, so the saved folder stays a "
+        "standard one for pipeline()). Default: mean for encoders that ship a sentence-transformers "
+        "mean-pooling config (such as the default all-MiniLM-L6-v2), cls otherwise.", "model", choices=POOLINGS,
     )
     feature_cache_dir: Optional[str] = _opt(
         None, "With --strategy feature-extraction: folder for cached encoder outputs "
@@ -292,6 +295,7 @@ class TrainConfig:
                 "--checkpoint-every asks for checkpoints but --keep-checkpoints 0 turns them off; drop one of them."
             )
         check_strategy_settings(self)
+        check_pooling_settings(self)
 
     def _check_numbers(self) -> None:
         """Refuse non-finite, out-of-range and implausible numbers before any work."""
