@@ -18,6 +18,7 @@ from .errors import UserInputError, check_positive_int
 from .hub_ids import DEFAULT_MODEL, check_repo_id
 from .strategies import POOLINGS, check_strategy_settings
 from .strategies import STRATEGIES as _STRATEGY_CLASSES
+from .small_data import check_small_data_setting
 
 
 METRIC_NAMES = (
@@ -208,7 +209,8 @@ class TrainConfig:
         "finetune",
         "What to train: finetune (everything), feature-extraction (frozen encoder, head trained on cached "
         "encoder outputs), freeze (embeddings + bottom --freeze-layers layers frozen), gradual-unfreeze (one "
-        "layer group unfrozen per epoch, from the top), lora (low-rank adapters, merged at save).", "model",
+        "layer group unfrozen per epoch, from the top), lora (low-rank adapters, merged at save), contrastive (few "
+        "labelled rows: encoder tuned on sentence pairs, then the head fit on it; SetFit's recipe).", "model",
         choices=STRATEGIES, metavar="STRATEGY",
     )
     freeze_layers: Optional[int] = _opt(
@@ -234,6 +236,18 @@ class TrainConfig:
     feature_cache_dir: Optional[str] = _opt(
         None, "With --strategy feature-extraction: folder for cached encoder outputs "
         "(default: nlp_transfer_features/ in the datasets cache).", "model", metavar="DIR",
+    )
+    # --- few-shot: contrastive strategy and small-data policy (issue 18) ---
+    pairs: Optional[int] = _opt(
+        None, "With --strategy contrastive: sentence pairs drawn per epoch (half of one class, half of two classes, "
+        "label-balanced, seeded, fresh each epoch). Default: 40 per training row (at least 20 per pair of classes, "
+        "at most 20,000) spread over --epochs, and at least 40 optimizer steps.", "model", metavar="N",
+    )
+    small_data: str = _opt(
+        "auto", "Small-data policy, for fewer than 100 training rows per class: auto trains on every row (no "
+        "validation split unless --validation-file is given; the last epoch is kept) for at least 100 optimizer "
+        "steps, and suggests --strategy contrastive; off splits and trains as for large sets.", "data",
+        choices=("auto", "off"),
     )
 
     def __post_init__(self) -> None:
@@ -268,6 +282,7 @@ class TrainConfig:
                 "--checkpoint-every asks for checkpoints but --keep-checkpoints 0 turns them off; drop one of them."
             )
         check_strategy_settings(self)
+        check_small_data_setting(self)
 
     def _check_numbers(self) -> None:
         """Refuse non-finite, out-of-range and implausible numbers before any work."""

@@ -20,6 +20,7 @@ from datasets import ClassLabel, Dataset
 from .csv_files import read_csv, require_columns  # noqa: F401  (require_columns: part of this module's API)
 from .errors import UserInputError
 from .modeling import check_text_room
+from .small_data import small_data_plan
 
 logger = logging.getLogger(__name__)
 
@@ -158,12 +159,13 @@ class PreparedData:
     """Tokenized splits plus what the model and the model card need to know about them."""
 
     train: Dataset
-    validation: Dataset
+    validation: Optional[Dataset]  # None: the small-data policy trains on every row (see small_data)
     test: Optional[Dataset]
     labels: list[str]
     label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     truncated_fraction: float = 0.0
     validation_source: str = "file"
+    small_data: Optional[Any] = None  # nlp_transfer.small_data.SmallData when the policy applies
 
 
 def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
@@ -193,8 +195,11 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
     train = tokenized(train_raw, "training").cast_column("labels", ClassLabel(names=labels))
     _refuse_labels_without_rows(train, labels, config)
     source = "file"
+    small = small_data_plan(config, train.num_rows, len(labels))
     if "validation" in others:
         validation = tokenized(others["validation"], "validation")
+    elif small is not None:
+        validation, source = None, small.validation
     else:
         train, validation, source = split_validation(train, labels, config.validation_split, config.seed)
     test = tokenized(others["test"], "test") if "test" in others else None
@@ -203,10 +208,11 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
     truncated = float(np.mean(lengths >= config.max_length)) if len(lengths) else 0.0
     if truncated > 0.05:
         logger.warning("%.0f%% of training texts were cut at --max-length %d tokens.", 100 * truncated, config.max_length)
-    counts = {"train": label_counts(train, labels), "validation": label_counts(validation, labels)}
-    if test is not None:
-        counts["test"] = label_counts(test, labels)
-    return PreparedData(train, validation, test, labels, counts, truncated, source)
+    counts = {"train": label_counts(train, labels)}
+    for split, ds in (("validation", validation), ("test", test)):
+        if ds is not None:
+            counts[split] = label_counts(ds, labels)
+    return PreparedData(train, validation, test, labels, counts, truncated, source, small)
 
 
 def _other_splits(config: Any, columns: TextColumns, labels: list[str]) -> dict[str, Dataset]:

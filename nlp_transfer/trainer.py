@@ -169,7 +169,8 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
     objective.add_sources(accelerator, data, tokenizer)
     # The card links a Hub id; a local encoder folder is recorded by name only (its path means nothing elsewhere).
     local = {"local_base_model": Path(config.model).name} if Path(config.model).exists() else {}
-    return run, data, tokenizer, speed, {"strategy": config.strategy, **local, **trained.summary}
+    small = {"small_data": data.small_data.to_dict()} if data.small_data is not None else {}
+    return run, data, tokenizer, speed, {"strategy": config.strategy, **local, **small, **trained.summary}
 
 
 def _param_groups(model: torch.nn.Module, strategy: Any, objective: Any, config: TrainConfig) -> list[dict[str, Any]]:
