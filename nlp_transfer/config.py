@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 from .errors import UserInputError, check_positive_int
 from .hub_ids import DEFAULT_MODEL, check_repo_id
-from .strategies import POOLINGS, check_strategy_settings
+from .pooling import POOLINGS, check_pooling_settings
+from .strategies import check_strategy_settings
 from .strategies import STRATEGIES as _STRATEGY_CLASSES
 from .small_data import check_small_data_setting
 
@@ -230,8 +231,10 @@ class TrainConfig:
         None, "With --strategy lora: dropout on the adapter input (default 0.1).", "model", metavar="RATE"
     )
     pooling: Optional[str] = _opt(
-        None, "With --strategy feature-extraction: which encoder output the head reads (cls: the [CLS] vector, "
-        "which the saved model reproduces exactly in pipeline()). Default: cls.", "model", choices=POOLINGS,
+        None, "Which vector the head reads, with every strategy: cls (the [CLS] token's) or mean (the average "
+        "over the text's tokens, carried by one appended fixed encoder layer, so the saved folder stays a "
+        "standard one for pipeline()). Default: mean for encoders that ship a sentence-transformers "
+        "mean-pooling config (such as the default all-MiniLM-L6-v2), cls otherwise.", "model", choices=POOLINGS,
     )
     feature_cache_dir: Optional[str] = _opt(
         None, "With --strategy feature-extraction: folder for cached encoder outputs "
@@ -283,6 +286,7 @@ class TrainConfig:
             )
         check_strategy_settings(self)
         check_small_data_setting(self)
+        check_pooling_settings(self)
 
     def _check_numbers(self) -> None:
         """Refuse non-finite, out-of-range and implausible numbers before any work."""

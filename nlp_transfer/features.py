@@ -1,10 +1,11 @@
 """Feature extraction: encode each text once, cache the vectors on disk, train the head on them.
 
 With the encoder frozen, its output for a text never changes, so the ``feature-extraction``
-strategy runs the encoder once per text (eval mode, no dropout, no graph) and stores the [CLS]
-vectors as a ``datasets`` Arrow folder. The cache key is the content of what determines the
-vectors: the encoder's weights and architecture settings, the token ids of every row, the
-``max_length`` and the pooling. A second epoch, a second run with another seed or learning rate,
+strategy runs the encoder once per text (eval mode, no dropout, no graph) and stores its output at
+the first position as a ``datasets`` Arrow folder: the [CLS] vector, or with ``--pooling mean`` the
+mean-pooled vector that the appended pooling layer (:mod:`nlp_transfer.pooling`) puts there. The
+cache key is the content of what determines the vectors: the encoder's weights (the pooling layer's
+included) and architecture settings, the token ids of every row, the ``max_length`` and the pooling. A second epoch, a second run with another seed or learning rate,
 or the validation pass all read the cache; changing the model, the data or the length re-encodes.
 
 The head trained on the cache is the model's own: for BERT the pooler (dense + tanh on [CLS])
@@ -43,7 +44,7 @@ from .layers import encoder_of, layer_groups
 logger = logging.getLogger(__name__)
 
 # Bump when the way features are computed or stored changes: old cache entries then stop matching.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: mean pooling is the pooling layer's layer-normalised mean
 # Inputs the encoder reads; together with the weights they determine its output.
 _INPUT_COLUMNS = ("input_ids", "token_type_ids", "attention_mask")
 # Config entries that describe the head or the file, not the encoder's computation.
@@ -107,7 +108,7 @@ def _update_with_array(h: Any, values: np.ndarray) -> None:
 
 
 def model_fingerprint(classifier_model: nn.Module) -> str:
-    """Hash of what makes the encoder's outputs: its embedding and layer weights and its config.
+    """Hash of what makes the encoder's outputs: its embedding and layer weights (a pooling layer's too) and config.
 
     The head (pooler, classifier) and the label names are left out: they do not change the features.
     """
@@ -115,7 +116,7 @@ def model_fingerprint(classifier_model: nn.Module) -> str:
     settings = {k: v for k, v in encoder_of(classifier_model).config.to_dict().items() if k not in _HEAD_CONFIG_KEYS}
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     groups = layer_groups(classifier_model)
-    for params in (groups.embeddings, *groups.layers):
+    for params in (groups.embeddings, *groups.layers, groups.fixed):
         for p in params:
             h.update(str(tuple(p.shape)).encode())
             _update_with_array(h, p.detach().to("cpu").contiguous().view(torch.uint8).numpy())
@@ -143,14 +144,15 @@ def cache_key(model_hash: str, data_hash: str, max_length: int, pooling: str) ->
     return h.hexdigest()
 
 
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """``cls``: the first token's vector; ``mean``: the average over real (unpadded) tokens."""
-    if pooling == "cls":
-        return hidden[:, 0]
-    if pooling == "mean":
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-    raise ValueError(f"unknown pooling {pooling!r}")
+def _check_pooling(classifier_model: nn.Module, pooling: str) -> None:
+    from .pooling import POOLINGS, mean_pooling_layer
+
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}")
+    if (pooling == "mean") != (mean_pooling_layer(classifier_model) is not None):
+        carried = "ends" if pooling == "cls" else "does not end"
+        raise ValueError(f"pooling {pooling!r} asked for, but the model {carried} in a mean-pooling layer "
+                         "(nlp_transfer.pooling.apply_pooling gives it the pooling)")
 
 
 @torch.inference_mode()
@@ -162,10 +164,12 @@ def encode(classifier_model: nn.Module, ds: Dataset, tokenizer: Any, pooling: st
         classifier_model: the classifier whose encoder produces the vectors.
         ds: tokenized rows (``input_ids`` … and ``length``).
         tokenizer: pads the batches.
-        pooling: ``cls`` or ``mean`` (see :func:`pool`).
+        pooling: ``cls`` or ``mean``: the pooling the model carries (checked; ``mean`` means it ends in
+            the pooling layer of :mod:`nlp_transfer.pooling`, whose output at the first position is read).
         batch_size: rows per forward pass.
         device: where the encoder runs.
     """
+    _check_pooling(classifier_model, pooling)
     encoder = encoder_of(classifier_model)
     was_training = encoder.training
     encoder.eval()
@@ -177,7 +181,7 @@ def encode(classifier_model: nn.Module, ds: Dataset, tokenizer: Any, pooling: st
         rows = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in collate(inputs.select(rows).to_list()).items()}
         hidden = encoder(**batch).last_hidden_state
-        vectors = pool(hidden, batch["attention_mask"], pooling).float().cpu().numpy()
+        vectors = hidden[:, 0].float().cpu().numpy()
         if out is None:
             out = np.empty((ds.num_rows, vectors.shape[1]), dtype=np.float32)
         out[rows] = vectors

@@ -1,14 +1,17 @@
 """A sequence classifier seen as layer groups, bottom up: embeddings, encoder layers, task layers.
 
 Strategies freeze and unfreeze these groups, layer-wise learning-rate decay gives each its rate,
-and the feature cache hashes the encoder part. ``layer_lr_decay`` F gives a parameter at depth d
+and the feature cache hashes the encoder part. A top layer marked fixed
+(``FIXED_MARK``; :mod:`nlp_transfer.pooling` marks its mean-pooling layer so) is in none of them: it
+is never trained and never decayed, so a strategy that walks the groups cannot unfreeze it and
+``--freeze-layers`` counts the real layers. ``layer_lr_decay`` F gives a parameter at depth d
 from the top (task layers 0, top layer 1, …, embeddings N+1) the learning rate ``lr × F**d``.
 Nothing here imports torch at import time.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 from .errors import UserInputError
@@ -16,14 +19,22 @@ from .errors import UserInputError
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
+# A module attribute: True on a top encoder layer that must never train (the mean-pooling layer).
+FIXED_MARK = "nlp_transfer_fixed"
+
 
 @dataclass
 class LayerGroups:
-    """The parameters of a classifier split into groups from the bottom up."""
+    """The parameters of a classifier split into groups from the bottom up, plus the fixed ones.
+
+    ``fixed`` holds the parameters of the mean-pooling layer (empty without one): they sit between
+    the top encoder layer and the head but never train, so they belong to no group.
+    """
 
     embeddings: list[Any]
     layers: list[list[Any]]
     head: list[Any]
+    fixed: list[Any] = field(default_factory=list)
 
     def bottom_up(self) -> Iterator[list[Any]]:
         """Embeddings, then each encoder layer, then the task layers."""
@@ -49,7 +60,7 @@ def encoder_of(model: "nn.Module") -> "nn.Module":
 
 
 def num_layers(model: "nn.Module") -> int:
-    """How many transformer layers the encoder has."""
+    """How many transformer layers the encoder has (a mean-pooling layer included)."""
     return int(unwrap_peft(model).config.num_hidden_layers)
 
 
@@ -74,12 +85,14 @@ def layer_groups(model: "nn.Module") -> LayerGroups:
             f"{type(encoder).__name__} has no 'embeddings' module; the strategies other than finetune support "
             "BERT-style encoders. Use --strategy finetune."
         )
-    layers = _layer_list(encoder, num_layers(model))
+    layers = list(_layer_list(encoder, num_layers(model)))
+    pooling = layers.pop() if layers and getattr(layers[-1], FIXED_MARK, False) else None
     emb = list(embeddings.parameters())
     per_layer = [list(layer.parameters()) for layer in layers]
-    placed = {id(p) for p in emb} | {id(p) for group in per_layer for p in group}
+    fixed = list(pooling.parameters()) if pooling is not None else []
+    placed = {id(p) for p in emb} | {id(p) for group in per_layer for p in group} | {id(p) for p in fixed}
     head = [p for p in model.parameters() if id(p) not in placed]
-    return LayerGroups(emb, per_layer, head)
+    return LayerGroups(emb, per_layer, head, fixed)
 
 
 def set_trainable(params: list[Any], trainable: bool) -> None:

@@ -27,18 +27,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .errors import UserInputError
-from .layers import encoder_of, layer_groups, num_layers, set_trainable
+from .layers import encoder_of, layer_groups, set_trainable
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
 TrainConfig = Any  # nlp_transfer.config.TrainConfig (which imports this module)
-
-# Only [CLS] pooling is offered: the saved *ForSequenceClassification folder reads the [CLS] vector
-# (pooler → classifier), so pipeline() reproduces it exactly; mean pooling would need code that a
-# plain model folder cannot carry (scripts/bench_strategies.py measures what it would give).
-POOLINGS = ("cls",)
-
 
 class Strategy:
     """What of the pretrained model trains. Subclasses set the class attributes and override hooks.
@@ -129,15 +123,9 @@ class Finetune(Strategy):
 class FeatureExtraction(Strategy):
     name = "feature-extraction"
     description = "feature extraction: the encoder frozen, only the classification head trained"
-    options = ("pooling", "feature_cache_dir")
+    options = ("feature_cache_dir",)
     runs_encoder_in_training = False
     accepts_layer_lr_decay = False
-
-    @classmethod
-    def check_config(cls, config: "TrainConfig") -> None:
-        config.pooling = config.pooling or POOLINGS[0]
-        if config.pooling not in POOLINGS:
-            raise UserInputError(f"pooling {config.pooling!r} is unknown; choose one of: {', '.join(POOLINGS)}.")
 
     def apply(self, model: "nn.Module") -> "nn.Module":
         groups = layer_groups(model)
@@ -174,7 +162,7 @@ class Freeze(Strategy):
             raise UserInputError(f"--freeze-layers must be 0 or more; got {config.freeze_layers}.")
 
     def check_model(self, model: "nn.Module") -> None:
-        depth = num_layers(model)
+        depth = len(layer_groups(model).layers)  # a mean-pooling layer is not one of them
         if self.config.freeze_layers > depth:
             raise UserInputError(
                 f"--freeze-layers {self.config.freeze_layers} is more than the {depth} encoder layers of model "
@@ -207,7 +195,8 @@ class GradualUnfreeze(Strategy):
             set_trainable(group, depth <= epoch)
 
     def trainable_parameters(self, model: "nn.Module") -> list[Any]:
-        return list(model.parameters())  # those trained now and those unfrozen later
+        fixed = {id(p) for p in layer_groups(model).fixed}  # the mean-pooling layer is never unfrozen
+        return [p for p in model.parameters() if id(p) not in fixed]  # those trained now and those unfrozen later
 
 
 class Lora(Strategy):
@@ -239,6 +228,7 @@ class Lora(Strategy):
         settings = LoraConfig(
             task_type=TaskType.SEQ_CLS, r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
             lora_dropout=self.config.lora_dropout, modules_to_save=extra or None,
+            exclude_modules=_fixed_modules(model) or None,
         )
         try:
             return get_peft_model(model, settings)
@@ -264,11 +254,12 @@ class Contrastive(Strategy):
         pairs = config.pairs
         if pairs is not None and (isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 2):
             raise UserInputError(f"--pairs must be an integer of at least 2 (pairs per epoch); got {pairs!r}.")
-        if getattr(config, "pooling", None) == "cls":
+        if config.pooling == "cls":
             raise UserInputError(
                 "--strategy contrastive tunes mean-pooled sentence embeddings, so it needs --pooling mean; "
                 "drop --pooling cls."
             )
+        config.pooling = "mean"  # whatever the model's default: the pair loss is defined on the mean
 
     def check_model(self, model: "nn.Module") -> None:
         from .contrastive import head_layers
@@ -306,6 +297,17 @@ class Contrastive(Strategy):
         from .contrastive import fit_head, head_fit_record
 
         return {"head_fit": head_fit_record(fit_head(model, self._head_rows, accelerator.device, accelerator))}
+
+
+def _fixed_modules(model: "nn.Module") -> list[str]:
+    """Names of the mean-pooling layer's submodules (no adapters go there: it never trains)."""
+    from .pooling import mean_pooling_layer
+
+    layer = mean_pooling_layer(model)
+    if layer is None:
+        return []
+    inside = {id(m) for m in layer.modules()}
+    return [name for name, module in model.named_modules() if id(module) in inside and name]
 
 
 STRATEGIES: dict[str, type[Strategy]] = {

@@ -32,6 +32,7 @@ from .layers import decay_groups, layer_groups
 from .loop import Run, fit, out_of_memory
 from .model_card import portable_command, portable_config, train_command, write_card
 from .modeling import check_max_length, load_for_training, load_tokenizer, save_model
+from .pooling import apply_pooling, resolve_pooling
 from .speed import SPEED_OPTION_NAMES, SpeedContext, SpeedOptions, default_options
 from .strategies import parameter_counts, strategy_for
 from .summary import build_summary
@@ -73,6 +74,7 @@ def train(config: TrainConfig, command: Optional[str] = None, hub_token: Optiona
         TrainingInterrupted: SIGINT/SIGTERM stopped the run after a checkpoint (``--resume`` continues it).
         PushError: ``config.push_to_hub`` is set and the push failed (the model folder is complete).
     """
+    resolve_pooling(config)  # before the resume check and the recorded command: both name the pooling run
     if config.push_to_hub:
         from .hub import resolve_token
 
@@ -142,6 +144,7 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
     set_seed(config.seed)  # the head's initialisation must not depend on data preparation
     model = load_for_training(config.model, data.labels, allow_pickle=config.allow_pickle,
                               trust_remote_code=config.trust_remote_code)
+    apply_pooling(model, config.pooling, config.model)
     strategy.check_model(model)
     model = strategy.apply(model)
     objective = strategy.make_objective(task)

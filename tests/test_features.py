@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -9,6 +11,7 @@ from nlp_transfer import TrainConfig, train
 from nlp_transfer.data import prepare_data
 from nlp_transfer.features import CacheStats, FeatureHead, cached_features, encode
 from nlp_transfer.modeling import load_for_training, load_tokenizer
+from nlp_transfer.pooling import apply_pooling
 from nlp_transfer.strategies import apply_strategy
 
 from conftest import requires_shared_data, synthetic_rows, write_csv
@@ -52,8 +55,9 @@ def test_head_on_cached_cls_vectors_equals_the_full_model(setup):
     torch.testing.assert_close(head_logits, full_logits, rtol=1e-5, atol=1e-5)
 
 
-def test_mean_pooling_ignores_padding(setup):
+def test_mean_pooling_ignores_padding(setup, tiny_model_dir):
     _, tokenizer, data, model, _ = setup
+    apply_pooling(model, "mean", tiny_model_dir)
     rows = data.test.select(range(9))
     batched = encode(model, rows, tokenizer, "mean", batch_size=9)  # padded to the longest row
     one_by_one = encode(model, rows, tokenizer, "mean", batch_size=1)  # no padding at all
@@ -83,7 +87,9 @@ def test_cache_is_invalidated_when_model_data_length_or_pooling_change(setup, ti
 
     assert misses() == 0
     assert misses(max_length=24) == 1
-    assert misses(pooling="mean") == 1
+    pooled = copy.deepcopy(model)
+    apply_pooling(pooled, "mean", "tiny")
+    assert misses(model=pooled, pooling="mean") == 1
     assert misses(ds=data.train.select(range(100))) == 1
     # Other data: the same number of rows, other texts.
     other = TrainConfig(**{**config.to_dict(), "train_file": str(write_csv(tmp_path / "o.csv", synthetic_rows(240, seed=9)))})
