@@ -66,9 +66,10 @@ class BestEpoch:
     epoch: int = 0
     validation: Optional[dict[str, Any]] = None
 
-    def improved_by(self, score: float) -> bool:
-        """Whether ``score`` beats the best so far (the first epoch always does)."""
-        return self.score is None or score > self.score
+    def improved_by(self, score: Optional[float]) -> bool:
+        """Whether ``score`` beats the best so far (the first epoch always does; without validation, None,
+        the latest epoch does)."""
+        return score is None or self.score is None or score > self.score
 
 
 @dataclass
@@ -94,7 +95,7 @@ class TrainState:
     num_processes: int = 1
     objective: dict[str, Any] = field(default_factory=dict)  # Objective.state_dict()
 
-    def end_epoch(self, entry: dict[str, Any], score: float, validation: dict[str, Any]) -> bool:
+    def end_epoch(self, entry: dict[str, Any], score: Optional[float], validation: Optional[dict[str, Any]]) -> bool:
         """Record a finished epoch's history entry and validation score; return whether it is the best yet."""
         self.history.append(entry)
         self.epoch, self.batches_done, self.loss_sums, self.log_sums = entry["epoch"], 0, [], []

@@ -20,6 +20,7 @@ from .pooling import POOLINGS, check_pooling_settings
 from .strategies import check_strategy_settings
 from .strategies import STRATEGIES as _STRATEGY_CLASSES
 from .task_config import METRIC_NAMES, REGRESSION_LOSSES, TASK_KINDS, check_task_settings
+from .small_data import check_small_data_setting
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 STRATEGIES = tuple(_STRATEGY_CLASSES)
@@ -202,7 +203,8 @@ class TrainConfig:
         "finetune",
         "What to train: finetune (everything), feature-extraction (frozen encoder, head trained on cached "
         "encoder outputs), freeze (embeddings + bottom --freeze-layers layers frozen), gradual-unfreeze (one "
-        "layer group unfrozen per epoch, from the top), lora (low-rank adapters, merged at save).", "model",
+        "layer group unfrozen per epoch, from the top), lora (low-rank adapters, merged at save), contrastive (few "
+        "labelled rows: encoder tuned on sentence pairs, then the head fit on it; SetFit's recipe).", "model",
         choices=STRATEGIES, metavar="STRATEGY",
     )
     freeze_layers: Optional[int] = _opt(
@@ -230,6 +232,18 @@ class TrainConfig:
     feature_cache_dir: Optional[str] = _opt(
         None, "With --strategy feature-extraction: folder for cached encoder outputs "
         "(default: nlp_transfer_features/ in the datasets cache).", "model", metavar="DIR",
+    )
+    # --- few-shot: contrastive strategy and small-data policy (issue 18) ---
+    pairs: Optional[int] = _opt(
+        None, "With --strategy contrastive: sentence pairs drawn per epoch (half of one class, half of two classes, "
+        "label-balanced, seeded, fresh each epoch). Default: 40 per training row (at least 20 per pair of classes, "
+        "at most 20,000) spread over --epochs, and at least 40 optimizer steps.", "model", metavar="N",
+    )
+    small_data: str = _opt(
+        "auto", "Small-data policy, for fewer than 100 training rows per class: auto trains on every row (no "
+        "validation split unless --validation-file is given; the last epoch is kept) for at least 100 optimizer "
+        "steps, and suggests --strategy contrastive; off splits and trains as for large sets.", "data",
+        choices=("auto", "off"),
     )
 
     # --- problem types (issue 16) ---
@@ -295,6 +309,7 @@ class TrainConfig:
                 "--checkpoint-every asks for checkpoints but --keep-checkpoints 0 turns them off; drop one of them."
             )
         check_strategy_settings(self)
+        check_small_data_setting(self)
         check_pooling_settings(self)
 
     def _check_numbers(self) -> None:

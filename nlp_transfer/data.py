@@ -22,6 +22,7 @@ from .csv_files import read_csv, require_columns  # noqa: F401  (require_columns
 from .errors import UserInputError
 from .labels import LabelReader, SingleLabels, label_reader, label_values, sort_labels  # noqa: F401  (re-exported)
 from .modeling import check_text_room
+from .small_data import small_data_plan
 
 logger = logging.getLogger(__name__)
 
@@ -140,12 +141,13 @@ class PreparedData:
     """Tokenized splits plus what the model and the model card need to know about them."""
 
     train: Dataset
-    validation: Dataset
+    validation: Optional[Dataset]  # None: the small-data policy trains on every row (see small_data)
     test: Optional[Dataset]
     labels: list[str]
     label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     truncated_fraction: float = 0.0
     validation_source: str = "file"
+    small_data: Optional[Any] = None  # nlp_transfer.small_data.SmallData when the policy applies
 
 
 def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
@@ -173,8 +175,12 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
     if reader.stratified != "none":
         _refuse_labels_without_rows(train, labels, config, reader)
     source = "file"
+    # Rows per class mean nothing for a regression target: the policy is for classification.
+    small = small_data_plan(config, train.num_rows, len(labels)) if reader.stratified != "none" else None
     if "validation" in others:
         validation = tokenized(others["validation"], "validation")
+    elif small is not None:
+        validation, source = None, small.validation
     else:
         train, validation, source = hold_out(train, labels, config.validation_split, config.seed, reader.stratified)
     test = tokenized(others["test"], "test") if "test" in others else None
@@ -183,10 +189,11 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
     truncated = float(np.mean(lengths >= config.max_length)) if len(lengths) else 0.0
     if truncated > 0.05:
         logger.warning("%.0f%% of training texts were cut at --max-length %d tokens.", 100 * truncated, config.max_length)
-    counts = {"train": label_counts(train, labels, reader), "validation": label_counts(validation, labels, reader)}
-    if test is not None:
-        counts["test"] = label_counts(test, labels, reader)
-    return PreparedData(train, validation, test, labels, counts, truncated, source)
+    counts = {"train": label_counts(train, labels, reader)}
+    for split, ds in (("validation", validation), ("test", test)):
+        if ds is not None:
+            counts[split] = label_counts(ds, labels, reader)
+    return PreparedData(train, validation, test, labels, counts, truncated, source, small)
 
 
 def _other_splits(config: Any, columns: TextColumns, labels: list[str], reader: LabelReader) -> dict[str, Dataset]:

@@ -38,6 +38,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .data import PreparedData, column
 from .errors import UserInputError
 from .sampler import training_loader
+from .small_data import passes_per_epoch
 from .layers import encoder_of, layer_groups
 
 logger = logging.getLogger(__name__)
@@ -263,6 +264,8 @@ def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config
     model_hash = model_fingerprint(model)
     splits = {}
     for name, ds in (("train", data.train), ("validation", data.validation)):
+        if ds is None:  # the small-data policy trains on every row
+            continue
         features = cached_features(model, ds, tokenizer, config.max_length, config.pooling, cache_dir,
                                    config.eval_batch_size, device, stats, model_hash)
         splits[name] = _with_labels(features, ds)
@@ -271,9 +274,11 @@ def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config
     else:
         logger.info("all features read from the cache in %s (no encoder passes)", cache_dir)
     # A plain shuffle whose order depends only on (seed, epoch), so a resumed run sees the same batches.
+    passes = passes_per_epoch(config, splits["train"].num_rows, data.small_data)
     train_loader = training_loader(splits["train"], np.zeros(splits["train"].num_rows), config.batch_size,
-                                   config.seed, group_by_length=False)
-    val_loader = DataLoader(splits["validation"], batch_size=config.eval_batch_size, shuffle=False)
+                                   config.seed, group_by_length=False, passes=passes)
+    val_loader = DataLoader(splits["validation"], batch_size=config.eval_batch_size, shuffle=False) \
+        if "validation" in splits else None
     return head, train_loader, val_loader, stats
 
 

@@ -76,8 +76,10 @@ def fit(run: Run) -> None:
         for epoch in range(state.epoch, config.epochs):
             run.strategy.on_epoch(run.accelerator.unwrap_model(run.model), epoch)
             meter = _train_epoch(run, epoch, stop)
-            validation = evaluate_loader(run.model, run.val_loader, run.accelerator, run.task, desc="Validating")
-            stopping = _end_epoch(run, epoch, meter, validation)
+            done = run.strategy.end_of_epoch(run.accelerator.unwrap_model(run.model), run.accelerator)
+            validation = None if run.val_loader is None else \
+                evaluate_loader(run.model, run.val_loader, run.accelerator, run.task, desc="Validating")
+            stopping = _end_epoch(run, epoch, meter, validation, done)
             path = run.save_checkpoint()
             signum = stop.requested()
             if signum and state.epoch < config.epochs:
@@ -144,17 +146,22 @@ def _train_step(run: Run, batch: dict[str, Any]) -> StepOutput:
     return out
 
 
-def _end_epoch(run: Run, epoch: int, meter: "EpochMeter", validation: dict[str, Any]) -> bool:
-    """Record the epoch, keep the best weights; return whether early stopping ends the run."""
+def _end_epoch(run: Run, epoch: int, meter: "EpochMeter", validation: Optional[dict[str, Any]],
+               strategy_work: dict[str, Any]) -> bool:
+    """Record the epoch, keep the best weights (the latest without validation); return whether early stopping ends the run."""
     state, config = run.state, run.config
     metric = config.metric_for_best_model
     measured = run.objective.end_of_epoch(run.model, run.accelerator)
-    entry = {"epoch": epoch + 1, "train_loss": meter.mean_loss(), "validation": run.task.headline(validation),
+    entry = {"epoch": epoch + 1, "train_loss": meter.mean_loss(),
+             "validation": run.task.headline(validation) if validation is not None else None,
              **({"train_logs": meter.mean_logs()} if meter.log_sums else {}),
-             **({"objective": measured} if measured else {})}
-    if state.end_epoch(entry, validation[metric], validation):
+             **({"objective": measured} if measured else {}), **({"strategy": strategy_work} if strategy_work else {})}
+    if state.end_epoch(entry, validation[metric] if validation is not None else None, validation):
         run.keep_best_weights()
-    if run.accelerator.is_main_process:
+    if run.accelerator.is_main_process and validation is None:
+        logger.info("epoch %d: train loss %.4f (no validation data: the last epoch is kept)", epoch + 1,
+                    entry["train_loss"])
+    elif run.accelerator.is_main_process:
         logger.info("epoch %d: train loss %.4f, validation accuracy %.4f, %s %.4f", epoch + 1, entry["train_loss"],
                     validation.get("accuracy", math.nan), metric, validation[metric])
     patience = config.early_stopping_patience

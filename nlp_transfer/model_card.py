@@ -25,6 +25,7 @@ from .artifacts import CARD_FILE, CONFIG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, 
 from .card_tables import card_rows, escape_cell, table_row
 from .config import TrainConfig
 from .hub_ids import DEFAULT_MODEL
+from .small_data import fewshot_card_lines
 from .errors import UserInputError
 
 CARD_METRICS = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro")
@@ -198,6 +199,8 @@ def _procedure(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any
         "hardware": summary.get("hardware", "unknown hardware"), "versions": summary.get("versions", {}),
         "command": summary.get("command") or train_command(portable_config(config, publish=True)),
         "max_length": config["max_length"], "truncated_fraction": summary.get("truncated_fraction") or 0.0,
+        "has_validation": any(entry.get("validation") for entry in summary.get("history", [])),
+        "fewshot_lines": fewshot_card_lines(summary),
     }
 
 
@@ -211,7 +214,7 @@ def _card_data(config: dict[str, Any], metrics: dict[str, Any], context: dict[st
             metric_config=name.split("_")[1] if "_" in name else None, metric_value=float(metrics[split][name]),
         )
         for name in context.get("card_metrics", CARD_METRICS)
-        if isinstance(metrics.get(split, {}).get(name), (int, float))
+        if isinstance((metrics.get(split) or {}).get(name), (int, float))
     ]
     return ModelCardData(
         model_name=context["model_name"], base_model=config["model"] if is_hub_id else None,

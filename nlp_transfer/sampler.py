@@ -33,10 +33,13 @@ class LengthGroupedSampler(Sampler[int]):
         batch_size: rows per batch the order is grouped for.
         seed: base seed; the permutation of epoch ``e`` depends only on ``seed`` and ``e``.
         mega_batch_factor: batches per sorted group; larger groups give less padding but less randomness.
+        passes: times each row is visited per epoch (the small-data policy's repeated passes).
     """
 
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batch_factor: int = 50):
-        self.lengths = np.asarray(lengths, dtype=np.int64)
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, mega_batch_factor: int = 50,
+                 passes: int = 1):
+        self.rows = len(lengths)
+        self.lengths = np.tile(np.asarray(lengths, dtype=np.int64), passes)
         self.batch_size = batch_size
         self.seed = seed
         self.mega_batch_factor = mega_batch_factor
@@ -70,7 +73,7 @@ class LengthGroupedSampler(Sampler[int]):
         return np.concatenate(full + short)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self.order().tolist())
+        return iter((self.order() % max(1, self.rows)).tolist())
 
 
 def model_inputs(ds: Dataset) -> Dataset:
@@ -89,7 +92,7 @@ def eval_loader(ds: Dataset, tokenizer: Any, batch_size: int) -> DataLoader:
 
 
 def training_loader(dataset: Any, lengths: Sequence[int], batch_size: int, seed: int, group_by_length: bool = True,
-                    collate_fn: Optional[Callable] = None) -> DataLoader:
+                    collate_fn: Optional[Callable] = None, passes: int = 1) -> DataLoader:
     """The training ``DataLoader`` of every run: seeded, reshuffled per epoch, optionally length-grouped.
 
     Either way the order of epoch ``e`` depends only on ``(seed, e)``, so a resumed run sees the
@@ -102,9 +105,10 @@ def training_loader(dataset: Any, lengths: Sequence[int], batch_size: int, seed:
         seed: base seed of the order.
         group_by_length: sort within groups of 50 batches so little compute goes to padding.
         collate_fn: pads the rows of a batch (None: the default collation).
+        passes: times each row is visited per epoch (in one shuffled order over all visits).
     """
     group = 50 if group_by_length else 1
-    sampler = LengthGroupedSampler(lengths, batch_size, seed=seed, mega_batch_factor=group)
+    sampler = LengthGroupedSampler(lengths, batch_size, seed=seed, mega_batch_factor=group, passes=passes)
     return DataLoader(
         dataset,
         batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),

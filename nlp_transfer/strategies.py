@@ -66,6 +66,10 @@ class Strategy:
     def on_epoch(self, model: "nn.Module", epoch: int) -> None:
         """Adjust what trains at the start of epoch ``epoch`` (0-based)."""
 
+    def end_of_epoch(self, model: "nn.Module", accelerator: Any) -> dict[str, Any]:
+        """Work after an epoch's steps and before its validation (e.g. fitting a head); what it did, for the history."""
+        return {}
+
     def trainable_parameters(self, model: "nn.Module") -> list[Any]:
         """Parameters the optimizer must hold."""
         return [p for p in model.parameters() if p.requires_grad]
@@ -89,11 +93,15 @@ class Strategy:
         from transformers import DataCollatorWithPadding
 
         from .sampler import eval_loader, model_inputs, training_loader
+        from .small_data import passes_per_epoch
 
         lengths = data.train.with_format("arrow")["length"].to_numpy()
+        passes = passes_per_epoch(self.config, data.train.num_rows, data.small_data)
         train_loader = training_loader(model_inputs(data.train), lengths, self.config.batch_size, self.config.seed,
-                                       self.config.group_by_length, DataCollatorWithPadding(tokenizer))
-        return TrainingData(model, train_loader, eval_loader(data.validation, tokenizer, self.config.eval_batch_size))
+                                       self.config.group_by_length, DataCollatorWithPadding(tokenizer), passes)
+        val_loader = eval_loader(data.validation, tokenizer, self.config.eval_batch_size) \
+            if data.validation is not None else None
+        return TrainingData(model, train_loader, val_loader)
 
 
 @dataclass
@@ -234,6 +242,63 @@ class Lora(Strategy):
         return model.merge_and_unload()
 
 
+class Contrastive(Strategy):
+    name = "contrastive"
+    description = ("contrastive few-shot (SetFit's recipe): the encoder tuned on sentence pairs with a cosine-similarity "
+                   "loss on mean-pooled embeddings, then the classification head fit on the frozen encoder's vectors")
+    options = ("pairs",)
+    trains_every_embedding_row = True
+
+    @classmethod
+    def check_config(cls, config: "TrainConfig") -> None:
+        pairs = config.pairs
+        if pairs is not None and (isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 2):
+            raise UserInputError(f"--pairs must be an integer of at least 2 (pairs per epoch); got {pairs!r}.")
+        if config.pooling == "cls":
+            raise UserInputError(
+                "--strategy contrastive tunes mean-pooled sentence embeddings, so it needs --pooling mean; "
+                "drop --pooling cls."
+            )
+        config.pooling = "mean"  # whatever the model's default: the pair loss is defined on the mean
+
+    def check_model(self, model: "nn.Module") -> None:
+        from .contrastive import head_layers
+
+        head_layers(model)
+
+    def apply(self, model: "nn.Module") -> "nn.Module":
+        from .contrastive import freeze_head
+        from .pooling import add_mean_pooling
+
+        add_mean_pooling(model, self.config.model)
+        freeze_head(model)
+        return model
+
+    def make_objective(self, task: Any) -> Any:
+        from .contrastive import PairSimilarity
+
+        return PairSimilarity(task)
+
+    def training_data(self, model: "nn.Module", data: Any, tokenizer: Any, accelerator: Any) -> "TrainingData":
+        """Batches of sentence pairs for the steps; every training row once for the head fit."""
+        from .pairs import MIN_PAIR_STEPS, pair_loader, pairs_per_epoch
+        from .sampler import eval_loader
+
+        plan = pairs_per_epoch(self.config, data.train.num_rows, len(data.labels))
+        if data.small_data is not None:
+            data.small_data.min_steps = MIN_PAIR_STEPS  # the pair count, not repeated passes, sets the budget
+        self._head_rows = eval_loader(data.train, tokenizer, self.config.eval_batch_size)
+        val_loader = eval_loader(data.validation, tokenizer, self.config.eval_batch_size) if data.validation is not None else None
+        loader = pair_loader(data.train, plan["pairs_per_epoch"], self.config.batch_size, self.config.seed, tokenizer)
+        return TrainingData(model, loader, val_loader, {"pairs": plan})
+
+    def end_of_epoch(self, model: "nn.Module", accelerator: Any) -> dict[str, Any]:
+        """Phase 2: fit the head on the frozen, pair-tuned encoder (:func:`nlp_transfer.contrastive.fit_head`)."""
+        from .contrastive import fit_head, head_fit_record
+
+        return {"head_fit": head_fit_record(fit_head(model, self._head_rows, accelerator.device, accelerator))}
+
+
 def _fixed_modules(model: "nn.Module") -> list[str]:
     """Names of the mean-pooling layer's submodules (no adapters go there: it never trains)."""
     from .pooling import mean_pooling_layer
@@ -246,7 +311,7 @@ def _fixed_modules(model: "nn.Module") -> list[str]:
 
 
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Finetune, FeatureExtraction, Freeze, GradualUnfreeze, Lora)
+    cls.name: cls for cls in (Finetune, FeatureExtraction, Freeze, GradualUnfreeze, Lora, Contrastive)
 }
 
 

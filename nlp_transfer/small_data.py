@@ -1,0 +1,135 @@
+"""The small-data policy: what ``train`` does when there are few labelled rows per class.
+
+With fewer than :data:`SMALL_ROWS_PER_CLASS` training rows per class on average:
+
+- **no validation split**: a ``--validation-split`` of such a set holds out a handful of rows per
+  class, whose score moves by a whole class-share with one row and cannot tell epochs apart; it
+  would also take those rows from training, where every example counts. Without a
+  ``--validation-file`` the run trains on every row for a fixed budget and keeps the last epoch
+  (``metrics.json`` has no validation scores; ``training_summary.json`` says why);
+- **enough optimizer steps**: each epoch passes over the rows as many times as needed for at
+  least :data:`MIN_STEPS` optimizer steps in the run, whatever the batch size (a 40-row set at
+  batch size 32 would otherwise train 6 steps in 3 epochs);
+- **a suggestion**: the ``contrastive`` strategy (pair-tuned encoder, fitted head) is the one made
+  for few rows per class; other strategies log a one-line hint.
+
+``--small-data off`` turns the policy off (the split and the plain epochs come back).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Optional
+
+from .errors import UserInputError
+
+logger = logging.getLogger(__name__)
+
+SMALL_ROWS_PER_CLASS = 100  # below this average, a 10% split holds out fewer than 10 rows per class
+MIN_STEPS = 100  # optimizer steps a small-data run takes at least (without the contrastive strategy)
+SMALL_DATA_CHOICES = ("auto", "off")
+
+
+@dataclass
+class SmallData:
+    """The policy's decision for one run (recorded as ``small_data`` in ``training_summary.json``)."""
+
+    rows: int
+    classes: int
+    rows_per_class: float
+    validation: str  # what replaced the validation split, or "" when the run has its validation data
+    passes_per_epoch: int = 1  # filled in by the strategy's loader (see :func:`passes_per_epoch`)
+    min_steps: int = MIN_STEPS
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values."""
+        return asdict(self)
+
+
+def check_small_data_setting(config: Any) -> None:
+    """Refuse an unknown ``--small-data`` value (from ``TrainConfig.__post_init__``)."""
+    if config.small_data not in SMALL_DATA_CHOICES:
+        raise UserInputError(f"small_data {config.small_data!r} is unknown; choose one of: {', '.join(SMALL_DATA_CHOICES)}.")
+
+
+def small_data_plan(config: Any, rows: int, classes: int) -> Optional[SmallData]:
+    """The policy for a training set of ``rows`` rows and ``classes`` classes; None when it does not apply.
+
+    Logs what it does instead of the usual and the contrastive suggestion.
+
+    Raises:
+        UserInputError: early stopping asked for where there is no validation data to stop on.
+    """
+    per_class = rows / max(1, classes)
+    if config.small_data == "off" or per_class >= SMALL_ROWS_PER_CLASS:
+        return None
+    plan = SmallData(rows, classes, round(per_class, 2), "")
+    if config.validation_file is None:
+        if config.early_stopping_patience is not None:
+            raise UserInputError(
+                f"--early-stopping-patience needs validation data, but the {rows} training rows ({per_class:.1f} per "
+                f"class) are too few to hold out a split (small-data policy); pass --validation-file, or drop "
+                "--early-stopping-patience, or pass --small-data off to hold out --validation-split anyway."
+            )
+        plan.validation = (f"none: {rows} rows ({per_class:.1f} per class) are too few for a validation split "
+                           f"(fewer than {SMALL_ROWS_PER_CLASS} per class); all rows train, the last epoch is kept")
+        logger.warning("small-data policy: %d training rows for %d classes (%.1f per class) are too few to hold out "
+                       "a validation split that could pick an epoch; training on all of them for a fixed budget and "
+                       "keeping the last epoch. Pass --validation-file to select on held-out data, or --small-data "
+                       "off to split anyway.", rows, classes, per_class)
+    if config.strategy != "contrastive":
+        logger.warning("small-data policy: with %.1f rows per class, --strategy contrastive (a pair-tuned encoder and "
+                       "a fitted head, as SetFit) usually classifies much better than --strategy %s.", per_class,
+                       config.strategy)
+    return plan
+
+
+def passes_per_epoch(config: Any, rows: int, plan: Optional[SmallData]) -> int:
+    """Passes over the training rows per epoch: enough for :data:`MIN_STEPS` optimizer steps in a small-data run.
+
+    Args:
+        config: the run's settings (batch size, accumulation, epochs).
+        rows: training rows.
+        plan: the run's small-data decision (None: one pass, as usual).
+    """
+    if plan is None:
+        return 1
+    def steps(passes: int) -> int:
+        return config.epochs * math.ceil(math.ceil(passes * rows / config.batch_size) / config.gradient_accumulation_steps)
+
+    passes = 1
+    while steps(passes) < MIN_STEPS:
+        passes += 1
+    plan.passes_per_epoch = passes
+    if passes > 1:
+        logger.info("small-data policy: %d passes over the %d rows per epoch, so the run takes at least %d optimizer "
+                    "steps at --batch-size %d", passes, rows, MIN_STEPS, config.batch_size)
+    return passes
+
+
+def fewshot_card_lines(summary: dict[str, Any]) -> list[str]:
+    """The model card's few-shot lines: the small-data decision, the contrastive pairs and the last head fit."""
+    lines = []
+    small = summary.get("small_data")
+    if small:
+        lines.append(f"{small['rows']} training rows for {small['classes']} classes ({small['rows_per_class']:g} per "
+                     f"class): the small-data policy applied (fewer than {SMALL_ROWS_PER_CLASS} per class).")
+        if small.get("validation"):
+            lines.append(f"Validation: {small['validation']}.")
+        if small.get("passes_per_epoch", 1) > 1:
+            lines.append(f"{small['passes_per_epoch']} passes over the rows per epoch, for at least "
+                         f"{small['min_steps']} optimizer steps.")
+    pairs = summary.get("pairs")
+    if pairs:
+        lines.append(f"Contrastive pairs: {pairs['pairs_per_epoch']} per epoch, {pairs['total_pairs']} in all "
+                     f"({pairs['source']}), half of one class and half of two classes, label-balanced, drawn afresh "
+                     "each epoch from the seed.")
+    fits = [e["strategy"]["head_fit"] for e in summary.get("history", []) if "head_fit" in (e.get("strategy") or {})]
+    if fits:
+        last = fits[-1]
+        lines.append(f"Head: logistic regression on the tuned encoder's pooled vectors of the {last['rows']} training "
+                     f"rows, L-BFGS {'converged' if last['converged'] else 'stopped unconverged'} after "
+                     f"{last['iterations']} iterations (training accuracy {last['train_accuracy']:.4f}).")
+    return lines
