@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import ClassLabel, Dataset
+from datasets import Dataset
 
 from .csv_files import read_csv, require_columns  # noqa: F401  (require_columns: part of this module's API)
 from .errors import UserInputError
