@@ -9,6 +9,7 @@ resumes exactly; the bad inputs of the issue give one error line and exit 2.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import random
 from pathlib import Path
@@ -277,3 +278,30 @@ def test_an_unknown_label_at_test_time_is_named(multi_label, tmp_path, capsys):
                      header=("text", "labels"))
     line = _error_run(["evaluate", multi_label.output_dir, str(data)], capsys)
     assert "never seen in training: 'weather'" in line
+
+
+@pytest.mark.skipif(importlib.util.find_spec("accelerate.commands.launch") is None, reason="no accelerate launcher")
+def test_two_processes_tune_multi_label_thresholds_on_every_validation_row_once(tiny_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = tmp_path / "data"
+    files = {split: write_csv(root / f"{split}.csv", topic_rows(n, seed), header=("text", "labels", "score"))
+             for split, n, seed in (("train", 160, 1), ("validation", 41, 2), ("test", 41, 3))}
+    out = tmp_path / "two"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "nlp_transfer.cli"]
+    args = ["train", str(files["train"]), "--validation-file", str(files["validation"]), "--test-file",
+            str(files["test"]), "--model", tiny_model_dir, "--output-dir", str(out), "--epochs", "2",
+            "--batch-size", "8", "--learning-rate", "5e-3", "--max-length", "32", "--multi-label",
+            "--label-column", "labels", "--class-weights", "balanced"]
+    proc = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "ACCELERATE_USE_CPU": "true"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Epoch 1/2: 100%|██████████| 10/10" in proc.stderr.replace("\r", "\n")  # really two processes
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["validation"]["num_samples"] == 41 and metrics["test"]["num_samples"] == 41
+    config = json.loads((out / "config.json").read_text())
+    assert config["label_thresholds"] == metrics["validation"]["thresholds"]
+    assert evaluate_model(str(out), str(files["test"]))["f1_micro"] == pytest.approx(metrics["test"]["f1_micro"])
