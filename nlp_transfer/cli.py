@@ -214,7 +214,8 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
         "predict", parents=[common], usage="%(prog)s MODEL_DIR INPUT_FILE --output FILE [OPTIONS]",
         help="Predict the labels of every row of a CSV.",
         description="Stream a CSV through a trained model and write it back with predicted_label and score columns "
-        "(and the top-k labels with --top-k). Under accelerate launch / torchrun the processes share the rows.",
+        "(and the top-k labels with --top-k); multi-label models write predicted_labels and scores, regression "
+        "models predicted_value. Under accelerate launch / torchrun the processes share the rows.",
     )
     data, output, speed = (predict.add_argument_group(title) for title in ("data", "output", "speed"))
     data.add_argument("model_dir", metavar="MODEL_DIR", help=_MODEL_DIR_HELP)

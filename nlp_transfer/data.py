@@ -16,11 +16,12 @@ from typing import Any, Callable, Optional, Sequence, Union
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from datasets import ClassLabel, Dataset
+from datasets import Dataset
 
 from .csv_files import read_csv, require_columns  # noqa: F401  (require_columns: part of this module's API)
 from .errors import UserInputError
-from .labels import LabelReader, SingleLabels, label_reader, label_values, sort_labels  # noqa: F401  (re-exported)
+from .labels import (LabelReader, SingleLabels, blank_rows, column, describe_rows, label_reader,  # noqa: F401
+                     label_values, sort_labels)  # column, label_values, sort_labels: re-exported
 from .modeling import check_text_room
 from .small_data import small_data_plan
 
@@ -32,32 +33,12 @@ _NAMED_CLASSES = 10
 LabelEncoding = Optional[Union[dict[str, int], Callable[[dict[str, list]], list]]]
 
 
-def column(ds: Dataset, name: str) -> Any:
-    """One column as a pyarrow ``ChunkedArray``, honouring the dataset's index mapping (splits, selections)."""
-    return ds.with_format("arrow")[name]
-
-
-def _null_rows(ds: Dataset, column_name: str) -> np.ndarray:
-    """Row numbers (0-based) where ``column_name`` is missing or blank."""
-    col = column(ds, column_name)
-    blank = pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_trim_whitespace(col), ""))
-    blank = pc.fill_null(blank, True)
-    return np.flatnonzero(blank.to_numpy(zero_copy_only=False))
-
-
-def _describe_rows(rows: np.ndarray) -> str:
-    # Data rows are numbered from 1, as a spreadsheet shows them below the header.
-    shown = ", ".join(str(r + 1) for r in rows[:5])
-    more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
-    return f"{shown}{more}"
-
-
 def check_texts(ds: Dataset, column_name: str, role: str, path: str) -> None:
     """Refuse missing or blank texts in ``column_name``, naming the rows."""
-    rows = _null_rows(ds, column_name)
+    rows = blank_rows(ds, column_name)
     if len(rows):
         raise UserInputError(
-            f"{role} file {path!r}: column {column_name!r} is empty in {len(rows)} row(s) (data rows {_describe_rows(rows)}); "
+            f"{role} file {path!r}: column {column_name!r} is empty in {len(rows)} row(s) (data rows {describe_rows(rows)}); "
             "drop or fill those rows."
         )
 

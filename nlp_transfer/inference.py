@@ -31,12 +31,10 @@ from .csv_files import CsvHeader, check_file, data_rows, read_header, require_co
 from .errors import UserInputError, check_positive_int
 from .evaluation import with_threshold
 from .modeling import check_text_room, load_trained, position_limit, training_settings
+from .predictions import PREDICTION_COLUMNS, output_rows, prediction_columns, top_k_labels  # noqa: F401  (re-exported)
 from .task import Task, task_for_model
 
 QUANTIZE_CHOICES = ("int8",)
-PREDICTION_COLUMNS = ("predicted_label", "score")
-MULTI_LABEL_COLUMNS = ("predicted_labels", "scores")
-REGRESSION_COLUMN = "predicted_value"
 
 
 @dataclass
@@ -119,28 +117,26 @@ class Classifier:
                 (capped at the number of labels), whatever the thresholds; not for regression.
             batch_size: texts per forward pass.
         """
+        self.check_top_k(top_k)
+        probs = self.predict_proba(texts, text_pairs, batch_size)
+        if top_k == 1:
+            return self.task.decide(probs)
+        ranked, scores = top_k_labels(probs, top_k)
+        return [[{"label": self.labels[i], "score": float(s)} for i, s in zip(ids, row)]
+                for ids, row in zip(ranked, scores)]
+
+    def check_top_k(self, top_k: Any) -> None:
+        """Refuse a ``top_k`` that is not a positive integer, or above 1 for a regression model."""
         if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise UserInputError(f"top_k must be a positive integer; got {top_k!r}.")
         if top_k > 1 and self.task.problem_type == "regression":
             raise UserInputError("top_k applies to classifiers; a regression model predicts one value per text.")
-        probs = self.predict_proba(texts, text_pairs, batch_size)
-        if top_k == 1:
-            return self.task.decide(probs)
-        ranked, scores = _top_k(probs, top_k)
-        return [[{"label": self.labels[i], "score": float(s)} for i, s in zip(ids, row)]
-                for ids, row in zip(ranked, scores)]
 
     def _normalise(self, logits: torch.Tensor) -> torch.Tensor:
         # The same choice pipeline("text-classification") makes, so scores agree with it.
         if self.model.config.problem_type is None and len(self.labels) == 1:
             return torch.sigmoid(logits)
         return self.task.probabilities(logits)
-
-
-def _top_k(probs: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Label ids and probabilities of the ``k`` best labels per row, best first (ties: lower id first)."""
-    ranked = np.argsort(-probs, axis=1, kind="stable")[:, :k]
-    return ranked, np.take_along_axis(probs, ranked, axis=1)
 
 
 def _as_texts(values: Sequence[str] | str, name: str) -> list[str]:
@@ -222,20 +218,6 @@ def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
         return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def prediction_columns(top_k: int, problem_type: str = "single_label_classification") -> list[str]:
-    """The columns ``predict_csv`` appends: ``predicted_label``, ``score`` and, for top-k, ``label_1``, ``score_1``...
-
-    A multi-label model writes ``predicted_labels`` and ``scores`` (its labels at or above their
-    thresholds and their probabilities, joined by the training ``label_separator``); a regression
-    model writes ``predicted_value``.
-    """
-    if problem_type == "regression":
-        return [REGRESSION_COLUMN]
-    first = MULTI_LABEL_COLUMNS if problem_type == "multi_label_classification" else PREDICTION_COLUMNS
-    extra = [f"{kind}_{rank}" for rank in range(1, top_k + 1) for kind in ("label", "score")] if top_k > 1 else []
-    return [*first, *extra]
-
-
 def _chunks(rows: Iterator[list[str]], size: int) -> Iterator[list[list[str]]]:
     """``rows`` in lists of ``size`` (the last one shorter)."""
     chunk: list[list[str]] = []
@@ -308,8 +290,7 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
     text_pair_column = text_pair_column or clf.text_pair_column
     require_columns(header, {text_column: "--text-column", **({text_pair_column: "--text-pair-column"} if text_pair_column else {})},
                     "input", path)
-    if top_k > 1 and clf.task.problem_type == "regression":
-        raise UserInputError("--top-k applies to classifiers; a regression model predicts one value per text.")
+    clf.check_top_k(top_k)
     added = prediction_columns(min(top_k, len(clf.labels)), clf.task.problem_type)
     clash = [c for c in added if c in header.named]
     if clash:
@@ -352,7 +333,7 @@ def _write_predictions(job: _Job, state: Any, progress: bool) -> int:
                                                   job.batch_size)
                 parts = gather_object([probs])
                 if dst is not None:
-                    dst.writerows(_output_rows(job.clf, chunk, np.concatenate(parts), job.top_k))
+                    dst.writerows(output_rows(job.clf, chunk, np.concatenate(parts), job.top_k))
                 rows_done += len(chunk)
                 bar.update(len(chunk))
             bar.close()
@@ -369,29 +350,3 @@ def _write_predictions(job: _Job, state: Any, progress: bool) -> int:
             raise filesystem_error(err, job.source if read else out, "read" if read else "write") from None
         raise
     return rows_done
-
-
-def _output_rows(clf: Classifier, chunk: list[list[str]], probs: np.ndarray, top_k: int) -> Iterator[list[str]]:
-    """Input rows with the predicted label and score (and the top-k) appended, as strings."""
-    if clf.task.problem_type == "regression":
-        return (row + [value] for row, value in zip(chunk, probs[:, 0].astype(str)))
-    if clf.task.problem_type == "multi_label_classification":
-        return _multi_label_rows(clf, chunk, probs, top_k)
-    ranked, scores = _top_k(probs, top_k)
-    labels = np.asarray(clf.labels, dtype=object)[ranked]
-    score_text = scores.astype(str)  # shortest repr that round-trips the float32 value
-    if ranked.shape[1] == 1:
-        return (row + [label[0], score[0]] for row, label, score in zip(chunk, labels, score_text))
-    interleaved = np.empty((len(chunk), 2 * ranked.shape[1]), dtype=object)
-    interleaved[:, 0::2], interleaved[:, 1::2] = labels, score_text
-    return (row + [label[0], score[0], *extra] for row, label, score, extra in zip(chunk, labels, score_text, interleaved.tolist()))
-
-
-def _multi_label_rows(clf: Classifier, chunk: list[list[str]], probs: np.ndarray, top_k: int) -> Iterator[list[str]]:
-    """Rows with the labels at or above their thresholds and their probabilities, joined (and the top-k)."""
-    sep = clf.label_separator
-    answers = clf.task.decide(probs)
-    ranked, scores = _top_k(probs, top_k)
-    for row, answer, ids, row_scores in zip(chunk, answers, ranked, scores.astype(str)):
-        extra = [cell for i, score in zip(ids, row_scores) for cell in (clf.labels[i], score)] if top_k > 1 else []
-        yield row + [sep.join(a["label"] for a in answer), sep.join(str(np.float32(a["score"])) for a in answer), *extra]

@@ -32,25 +32,33 @@ _NUMBER_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _BINARY = pa.array(["0", "1", "0.0", "1.0"])
 
 
-def _column(ds: Dataset, name: str) -> Any:
+def column(ds: Dataset, name: str) -> Any:
+    """One column as a pyarrow ``ChunkedArray``, honouring the dataset's index mapping (splits, selections)."""
     return ds.with_format("arrow")[name]
 
 
-def _rows(rows: Sequence[int]) -> str:
-    # Data rows are numbered from 1, as a spreadsheet shows them below the header.
+def blank_rows(ds: Dataset, name: str) -> np.ndarray:
+    """Row numbers (0-based) where column ``name`` is missing or blank."""
+    col = column(ds, name)
+    blank = pc.fill_null(pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_trim_whitespace(col), "")), True)
+    return np.flatnonzero(blank.to_numpy(zero_copy_only=False))
+
+
+def describe_rows(rows: Sequence[int]) -> str:
+    """The first row numbers for a message, counted from 1 as a spreadsheet shows them below the header."""
     shown = ", ".join(str(r + 1) for r in rows[:5])
     return shown + (f" and {len(rows) - 5} more" if len(rows) > 5 else "")
 
 
 def label_values(ds: Dataset, column_name: str, role: str, path: str) -> list[str]:
     """The distinct labels of ``column_name`` (stripped strings), refusing missing ones."""
-    rows = _blank_rows(ds, column_name)
+    rows = blank_rows(ds, column_name)
     if len(rows):
         raise UserInputError(
-            f"{role} file {path!r}: label column {column_name!r} is empty in {len(rows)} row(s) (data rows {_rows(rows)}); "
+            f"{role} file {path!r}: label column {column_name!r} is empty in {len(rows)} row(s) (data rows {describe_rows(rows)}); "
             "every row needs a label — drop or fill those rows."
         )
-    uniques = pc.unique(pc.utf8_trim_whitespace(_column(ds, column_name))).to_pylist()
+    uniques = pc.unique(pc.utf8_trim_whitespace(column(ds, column_name))).to_pylist()
     return sorted(uniques)
 
 
@@ -77,14 +85,8 @@ def sort_labels(values: Sequence[str]) -> list[str]:
     return sorted(values)
 
 
-def _blank_rows(ds: Dataset, name: str) -> np.ndarray:
-    col = _column(ds, name)
-    blank = pc.fill_null(pc.or_kleene(pc.is_null(col), pc.equal(pc.utf8_trim_whitespace(col), "")), True)
-    return np.flatnonzero(blank.to_numpy(zero_copy_only=False))
-
-
 def _cells(ds: Dataset, name: str) -> list[Optional[str]]:
-    return _column(ds, name).to_pylist()
+    return column(ds, name).to_pylist()
 
 
 class LabelReader:
@@ -190,7 +192,7 @@ class SeparatedLabels(_MultiHot):
         if bad:
             raise UserInputError(
                 f"{role} file {path!r}: label column {self.column!r} holds only separators ({self.separator!r}) in "
-                f"{len(bad)} row(s) (data rows {_rows(bad)}); leave the cell empty for a text with no label, or name "
+                f"{len(bad)} row(s) (data rows {describe_rows(bad)}); leave the cell empty for a text with no label, or name "
                 "its labels."
             )
         return rows
@@ -237,14 +239,14 @@ class IndicatorColumns(_MultiHot):
 
     def _check_values(self, ds: Dataset, role: str, path: str) -> None:
         for name in self.names:
-            cells = pc.utf8_trim_whitespace(pc.cast(_column(ds, name), "string"))
+            cells = pc.utf8_trim_whitespace(pc.cast(column(ds, name), "string"))
             ok = pc.fill_null(pc.is_in(cells, value_set=_BINARY), False).to_numpy(zero_copy_only=False)
             bad = np.flatnonzero(~ok)
             if len(bad):
                 value = cells[int(bad[0])].as_py()
                 raise UserInputError(
                     f"{role} file {path!r}: label column {name!r} holds {value!r} in {len(bad)} row(s) (data rows "
-                    f"{_rows(bad)}); --label-columns expects 1 (has the label) or 0 in every row."
+                    f"{describe_rows(bad)}); --label-columns expects 1 (has the label) or 0 in every row."
                 )
 
     def label_set(self, ds: Dataset, path: str) -> list[str]:
@@ -280,7 +282,7 @@ class NumericLabel(LabelReader):
             shown = _cells(ds.select(bad[:1]), self.column)[0]
             raise UserInputError(
                 f"{role} file {path!r}: --task regression needs a finite number in label column {self.column!r}, but "
-                f"{len(bad)} row(s) hold something else (data rows {_rows(bad)}; e.g. {shown!r}); fix or drop those rows."
+                f"{len(bad)} row(s) hold something else (data rows {describe_rows(bad)}; e.g. {shown!r}); fix or drop those rows."
             )
         return values
 

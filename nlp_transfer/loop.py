@@ -162,8 +162,9 @@ def _end_epoch(run: Run, epoch: int, meter: "EpochMeter", validation: Optional[d
         logger.info("epoch %d: train loss %.4f (no validation data: the last epoch is kept)", epoch + 1,
                     entry["train_loss"])
     elif run.accelerator.is_main_process:
-        logger.info("epoch %d: train loss %.4f, validation accuracy %.4f, %s %.4f", epoch + 1, entry["train_loss"],
-                    validation.get("accuracy", math.nan), metric, validation[metric])
+        shown = run.task.history_metrics[0]  # accuracy, micro F1 (multi-label) or RMSE (regression)
+        logger.info("epoch %d: train loss %.4f, validation %s %.4f, %s %.4f", epoch + 1, entry["train_loss"], shown,
+                    validation.get(shown, math.nan), metric, validation[metric])
     patience = config.early_stopping_patience
     if patience is not None and state.patience >= patience:
         state.epoch = config.epochs  # a resume goes straight to the test set

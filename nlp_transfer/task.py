@@ -347,10 +347,10 @@ def resolve_class_weights(setting: str, labels: Sequence[str], counts: Mapping[s
     parsed = parse_class_weights(setting)
     if parsed is None:
         return None
-    if parsed == "balanced":
+    if parsed == "balanced":  # every label has training rows (data.prepare_data refuses one without)
         if multi_label:
-            return [(rows - counts[label]) / counts[label] for label in labels]
-        return [rows / (len(labels) * counts[label]) for label in labels]
+            return [(rows - counts[label]) / max(1, counts[label]) for label in labels]
+        return [rows / (len(labels) * max(1, counts[label])) for label in labels]
     unknown = sorted(set(parsed) - set(labels))
     if unknown:
         raise UserInputError(f"--class-weights names label(s) the training data does not have: "

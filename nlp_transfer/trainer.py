@@ -36,7 +36,7 @@ from .pooling import apply_pooling, resolve_pooling
 from .speed import SPEED_OPTION_NAMES, SpeedContext, SpeedOptions, default_options
 from .strategies import parameter_counts, strategy_for
 from .summary import build_summary
-from .task import make_task
+from .task import THRESHOLDS_KEY, make_task
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +145,8 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
     model = load_for_training(config.model, data.labels, allow_pickle=config.allow_pickle,
                               trust_remote_code=config.trust_remote_code, problem_type=task.problem_type)
     apply_pooling(model, config.pooling, config.model)
+    if hasattr(model.config, THRESHOLDS_KEY):  # a multi-label classifier as the base: its thresholds do not carry over
+        delattr(model.config, THRESHOLDS_KEY)
     strategy.check_model(model)
     model = strategy.apply(model)
     objective = strategy.make_objective(task)

@@ -29,7 +29,7 @@ def test_task_of_a_saved_model_comes_from_its_config():
     config = BertConfig(id2label={0: "x", 1: "y"}, problem_type="single_label_classification")
     task = task_for_model(config)
     assert isinstance(task, SingleLabelClassification) and task.labels == ["x", "y"]
-    assert set(TASKS) == {"single_label_classification"}
+    assert set(TASKS) == {"single_label_classification", "multi_label_classification", "regression"}
 
 
 def _report(task, predictions, references):
