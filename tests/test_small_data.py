@@ -78,3 +78,10 @@ def test_a_validation_file_is_used_and_the_steps_still_raised(tiny_set, tmp_path
 def test_unknown_small_data_value_is_refused(tiny_set):
     with pytest.raises(UserInputError, match=r"small_data 'sometimes' is unknown; choose one of: auto, off"):
         tiny_set(small_data="sometimes")
+
+
+def test_feature_extraction_on_a_tiny_set_has_no_validation_and_enough_steps(tiny_set, tmp_path):
+    result = train(tiny_set(strategy="feature-extraction", feature_cache_dir=str(tmp_path / "features")))
+    assert result.metrics["validation"] is None
+    assert result.summary["small_data"]["passes_per_epoch"] == 9 and result.summary["optimizer_steps"] == 24
+    assert result.summary["feature_cache"]["rows_encoded"] == 20  # the training rows only: no validation split
