@@ -93,8 +93,10 @@ def run_setfit(train: list[dict[str, str]], test: list[dict[str, str]], seed: in
     return {"train_seconds": seconds, "train_cpu_seconds": cpu, **scores([r["label"] for r in test], predicted)}
 
 
-def run_ours(strategy: str, train_csv: Path, test_csv: Path, seed: int, workdir: Path) -> dict[str, Any]:
-    """``nlp_transfer.train`` with its defaults for ``strategy``; the saved folder scored by ``evaluate_model``."""
+def run_ours(strategy: str, train_csv: Path, test_csv: Path, seed: int, workdir: Path,
+             settings: dict[str, Any]) -> dict[str, Any]:
+    """``nlp_transfer.train`` with its defaults for ``strategy`` (plus ``settings``); the saved folder scored by
+    ``evaluate_model``."""
     from nlp_transfer import TrainConfig
     from nlp_transfer.evaluation import evaluate_model
     from nlp_transfer.trainer import train
@@ -103,7 +105,7 @@ def run_ours(strategy: str, train_csv: Path, test_csv: Path, seed: int, workdir:
     start, cpu = time.perf_counter(), time.process_time()
     result = train(TrainConfig(train_file=str(train_csv), output_dir=str(out), strategy=strategy, seed=seed,
                                overwrite=True, feature_cache_dir=str(workdir / "features")
-                               if strategy == "feature-extraction" else None))
+                               if strategy == "feature-extraction" else None, **settings))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     report = evaluate_model(str(out), str(test_csv))
     return {"train_seconds": seconds, "train_cpu_seconds": cpu, "accuracy": report["accuracy"], "f1_macro": report["f1_macro"],
@@ -145,6 +147,9 @@ def main() -> None:
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--max-test-rows", type=int, help="score on a seeded sample of this many test rows "
                         "(default: the full test set)")
+    parser.add_argument("--contrastive", default="{}", metavar="JSON",
+                        help='TrainConfig settings for our contrastive runs beyond the defaults, e.g. '
+                        '\'{"pairs": 128, "batch_size": 16, "epochs": 1}\' for the budget SetFit takes on 16 rows')
     parser.add_argument("--output", help="also write the JSON here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -172,7 +177,8 @@ def main() -> None:
                         if method == "setfit":
                             result = run_setfit(rows, test, seed, model_path)
                         else:
-                            result = run_ours(method, train_csv, test_csv, seed, workdir)
+                            extra = json.loads(args.contrastive) if method == "contrastive" else {}
+                            result = run_ours(method, train_csv, test_csv, seed, workdir, extra)
                         run = {"dataset": dataset, "shots": shots, "seed": seed, "method": method,
                                "train_rows": len(rows), **result}
                         runs.append(run)
@@ -180,7 +186,7 @@ def main() -> None:
     table = summarise(runs)
     print_table(table)
     scored = f"a seeded sample of {args.max_test_rows} rows of" if args.max_test_rows else "the full"
-    document = {"model": args.model, "test": f"{scored} test.csv of each dataset", "summary": table, "runs": runs}
+    document = {"model": args.model, "contrastive_settings": json.loads(args.contrastive), "test": f"{scored} test.csv of each dataset", "summary": table, "runs": runs}
     print(json.dumps(document, indent=1))
     if args.output:
         Path(args.output).write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")

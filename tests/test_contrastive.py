@@ -66,7 +66,7 @@ def test_pair_loss_goes_down_on_separable_pairs(tiny_model_dir_no_dropout):
 def test_head_fit_converges_to_the_regularised_optimum():
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(60, 8)), dtype=torch.float32)
-    y = torch.tensor((x[:, 0] + 0.5 * x[:, 1] > 0).long())
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
     weight, bias, fit = logistic_regression(x, y, 2)
     assert fit.converged and fit.max_gradient < 1e-5
     assert fit.train_accuracy > 0.9
