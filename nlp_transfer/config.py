@@ -240,7 +240,7 @@ class TrainConfig:
         "at most 20,000) spread over --epochs, and at least 40 optimizer steps.", "model", metavar="N",
     )
     small_data: str = _opt(
-        "auto", "Small-data policy, for fewer than 100 training rows per class: auto trains on every row (no "
+        "auto", "Small-data policy, for fewer than 50 training rows per class: auto trains on every row (no "
         "validation split unless --validation-file is given; the last epoch is kept) for at least 100 optimizer "
         "steps, and suggests --strategy contrastive; off splits and trains as for large sets.", "data",
         choices=("auto", "off"),

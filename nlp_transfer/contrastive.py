@@ -180,11 +180,11 @@ def logistic_regression(features: torch.Tensor, labels: torch.Tensor, classes: i
 
     with torch.enable_grad():
         optimizer.step(objective)
-        loss = objective()
+        loss = objective().detach()
     gradient = max(float(weight.grad.abs().max()), float(bias.grad.abs().max()))
-    iterations = int(optimizer.state[optimizer._params[0]].get("n_iter", 0))
+    iterations = int(optimizer.state[weight].get("n_iter", 0))  # L-BFGS keeps its state under the first parameter
     accuracy = float(((x @ weight.T + bias).argmax(-1) == y).double().mean())
-    fit = HeadFit(n, iterations, float(loss), gradient, accuracy, gradient <= HEAD_TOLERANCE * 10)
+    fit = HeadFit(n, iterations, loss.item(), gradient, accuracy, gradient <= HEAD_TOLERANCE * 10)
     return weight.detach(), bias.detach(), fit
 
 

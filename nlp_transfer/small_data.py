@@ -27,7 +27,7 @@ from .errors import UserInputError
 
 logger = logging.getLogger(__name__)
 
-SMALL_ROWS_PER_CLASS = 100  # below this average, a 10% split holds out fewer than 10 rows per class
+SMALL_ROWS_PER_CLASS = 50  # below this average, a 10% split holds out fewer than 5 rows per class
 MIN_STEPS = 100  # optimizer steps a small-data run takes at least (without the contrastive strategy)
 SMALL_DATA_CHOICES = ("auto", "off")
 

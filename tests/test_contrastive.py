@@ -66,7 +66,7 @@ def test_pair_loss_goes_down_on_separable_pairs(tiny_model_dir_no_dropout):
 def test_head_fit_converges_to_the_regularised_optimum():
     rng = np.random.default_rng(0)
     x = torch.tensor(rng.normal(size=(60, 8)), dtype=torch.float32)
-    y = torch.tensor((x[:, 0] + 0.5 * x[:, 1] > 0).long())
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
     weight, bias, fit = logistic_regression(x, y, 2)
     assert fit.converged and fit.max_gradient < 1e-5
     assert fit.train_accuracy > 0.9
@@ -152,3 +152,26 @@ def test_contrastive_resumes_exactly_after_a_crash(fewshot_config, tmp_path):
 def test_bad_contrastive_settings_are_refused(fewshot_config, overrides, message):
     with pytest.raises(UserInputError, match=message):
         fewshot_config(**overrides)
+
+
+@pytest.mark.skipif(__import__("shutil").which("accelerate") is None, reason="the accelerate launcher is not on PATH")
+def test_contrastive_under_two_processes(tiny_model_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    train_csv = write_csv(tmp_path / "train.csv", synthetic_rows(24, seed=1))
+    test_csv = write_csv(tmp_path / "test.csv", synthetic_rows(81, seed=3))
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "nlp_transfer.cli"]
+    args = ["train", str(train_csv), "--test-file", str(test_csv), "--model", tiny_model_dir, "--strategy",
+            "contrastive", "--pairs", "96", "--output-dir", str(tmp_path / "two"), "--epochs", "2", "--batch-size",
+            "8", "--learning-rate", "2e-3", "--max-length", "32", "--seed", "7"]
+    proc = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "ACCELERATE_USE_CPU": "true"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # 96 pairs in batches of 8 are 12 batches per epoch: each of the two processes ran 6.
+    assert "Epoch 1/2: 100%|██████████| 6/6" in proc.stderr.replace("\r", "\n")
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert metrics["test"]["num_samples"] == 81 and metrics["test"]["accuracy"] >= 0.85
+    assert evaluate_model(str(tmp_path / "two"), str(test_csv)) == metrics["test"]
