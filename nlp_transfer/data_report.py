@@ -17,6 +17,7 @@ refuses) are ``errors``; the rest are ``warnings``.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
@@ -27,8 +28,10 @@ import pyarrow.compute as pc
 
 from .csv_files import read_csv
 from .data import TextColumns, column, sort_labels
-from .data_report_text import ROLES, findings
+from .data_report_text import ROLES, findings, summary_lines
 from .errors import UserInputError
+
+logger = logging.getLogger(__name__)
 
 # Examples (row numbers, texts) kept per finding: enough to find the rows, short enough to read.
 EXAMPLES = 5
@@ -144,6 +147,7 @@ def _split_stats(table: pa.Table, columns: TextColumns) -> tuple[dict[str, Any],
         "empty_labels": _finding(pc.equal(labels, "")),
         "empty_texts": _finding(missing),
         "whitespace_only_texts": _finding(pc.and_(blank, pc.invert(missing))),
+        "blank_texts": _finding(blank),  # either of the two: what training refuses
     }
     present = pc.invert(pc.equal(labels, ""))
     counts = pc.value_counts(pc.filter(labels, present))
@@ -216,7 +220,7 @@ def _labels(report: DataReport) -> None:
     """The label set (sorted as training sorts it), class weights, imbalance and unseen labels."""
     train_counts = report.splits["train"]["label_counts"]
     try:
-        labels = sort_labels(list(train_counts))
+        labels = sort_labels(sorted(train_counts))
     except UserInputError as err:
         report.errors.append(f"training file {report.files['train']!r}: {err}")
         labels = sorted(train_counts)
@@ -279,3 +283,30 @@ def _length_stats(lengths: np.ndarray, max_length: int) -> dict[str, Any]:
 def _model_limit(tokenizer: Any) -> int:
     limit = getattr(tokenizer, "model_max_length", None)
     return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else 512
+
+
+def check_before_training(config: Any, log: bool = True) -> DataReport:
+    """The data report of a :class:`~nlp_transfer.config.TrainConfig`'s files, before any model is loaded.
+
+    Token lengths are left out (data preparation reports truncation). Warnings are logged and
+    training goes on; an error stops it.
+
+    Args:
+        config: the run's settings (files and columns).
+        log: log the summary and the warnings (the main process does; the others stay quiet).
+
+    Raises:
+        UserInputError: the first problem that makes training impossible (and how many more there are).
+    """
+    columns = TextColumns(config.text_column, config.text_pair_column, config.label_column)
+    report = inspect_data(config.train_file, config.validation_file, config.test_file, columns)
+    if report.errors:
+        more = len(report.errors) - 1
+        raise UserInputError(report.errors[0] + (f" ({more} more problem(s): `nlp-transfer inspect` lists them all.)"
+                                                 if more else ""))
+    if log:
+        first, *warnings = summary_lines(report)
+        logger.info("%s", first)
+        for warning in warnings:
+            logger.warning("%s", warning)
+    return report

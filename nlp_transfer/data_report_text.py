@@ -33,21 +33,21 @@ def findings(report: Any) -> tuple[list[str], list[str]]:
     label, text = report.columns["label"], report.columns["text"]
     for split, stats in report.splits.items():
         where = f"{ROLES[split]} file {report.files[split]!r}"
+        if stats["blank_texts"]["rows"]:  # the sentence data.check_texts writes, so train says it one way
+            named = " or ".join(repr(c) for c in (text, report.columns["text_pair"]) if c)
+            errors.append(f"{where}: column {named} is empty in {stats['blank_texts']['rows']} row(s) "
+                          f"({_rows(stats['blank_texts'])}); drop or fill those rows.")
         if stats["empty_labels"]["rows"]:
             errors.append(f"{where}: label column {label!r} is empty in {stats['empty_labels']['rows']} row(s) "
                           f"({_rows(stats['empty_labels'])}); every row needs a label — drop or fill those rows.")
-        for key, kind in (("empty_texts", "empty"), ("whitespace_only_texts", "only whitespace")):
-            if stats[key]["rows"]:
-                errors.append(f"{where}: the text is {kind} in {stats[key]['rows']} row(s) ({_rows(stats[key])}); "
-                              "drop or fill those rows.")
         warnings += _split_warnings(where, stats)
+    if len(report.labels) == 1:
+        errors.append(f"training file {report.files['train']!r} has only one label ({report.labels[0]!r}) in column "
+                      f"{label!r}; a classifier needs at least two classes.")
     for split, unseen in report.unseen_labels.items():
         named = ", ".join(f"{name!r} ({n} rows)" for name, n in list(unseen.items())[:5])
         errors.append(f"{ROLES[split]} file {report.files[split]!r} has label(s) never seen in training: {named}; "
                       "the model could never predict them. Remove those rows or add examples of them to the training data.")
-    if len(report.labels) == 1:
-        errors.append(f"training file {report.files['train']!r} has only one label ({report.labels[0]!r}) in column "
-                      f"{label!r}; a classifier needs at least two classes.")
     for split, leak in report.leakage.items():
         if leak["rows"]:
             example = leak["examples"][0]

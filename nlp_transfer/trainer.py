@@ -26,6 +26,7 @@ from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, OutputDir, share
 from .checkpoint import Checkpoints, TrainState, check_same_data, check_same_settings, data_fingerprint, resume_point
 from .config import TrainConfig
 from .data import prepare_data
+from .data_report import check_before_training
 from .errors import UserInputError
 from .evaluation import eval_loader, evaluate_loader
 from .layers import decay_groups, layer_groups
@@ -95,6 +96,7 @@ def train(config: TrainConfig, command: Optional[str] = None, hub_token: Optiona
 
 def _run(config: TrainConfig, command: str, accelerator: Accelerator, output: OutputDir) -> TrainResult:
     output.check()
+    check_before_training(config, log=accelerator.is_main_process)  # the checks of `inspect`: errors stop here
     strategy = strategy_for(config)
     if not strategy.supports_multiple_processes and accelerator.num_processes > 1:
         raise UserInputError(

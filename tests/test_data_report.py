@@ -126,4 +126,23 @@ def test_empty_and_whitespace_texts_are_errors_with_their_rows(tmp_path):
     stats = report.splits["train"]
     assert stats["empty_texts"]["examples"] == [2] and stats["whitespace_only_texts"]["examples"] == [3]
     assert stats["empty_labels"]["examples"] == [4]
-    assert len(report.errors) == 3 and all(str(path) in e for e in report.errors)
+    assert len(report.errors) == 2 and all(str(path) in e for e in report.errors)
+    assert "column 'text' is empty in 2 row(s) (data rows 2, 3)" in report.errors[0]
+
+
+def test_train_runs_the_checks_first_warnings_logged_errors_stop(planted, tmp_path, caplog):
+    from nlp_transfer import TrainConfig
+    from nlp_transfer.data_report import check_before_training
+    from nlp_transfer.errors import UserInputError
+
+    config = TrainConfig(train_file=str(planted["train"]), test_file=str(planted["test"]), output_dir=str(tmp_path / "m"))
+    with pytest.raises(UserInputError, match=r"never seen in training: 'OPINION' \(1 rows\)"):
+        check_before_training(config)
+    config = TrainConfig(train_file=str(planted["train"]), output_dir=str(tmp_path / "m"))
+    with caplog.at_level("INFO", logger="nlp_transfer.data_report"):
+        report = check_before_training(config)
+    assert report.errors == [] and report.tokens is None
+    logged = [r for r in caplog.records if r.name == "nlp_transfer.data_report"]
+    assert logged[0].levelname == "INFO"
+    assert "train 203 rows; 6 labels" in logged[0].getMessage()
+    assert [r.getMessage() for r in logged[1:]] == report.warnings and len(report.warnings) == 3
