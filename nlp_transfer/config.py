@@ -18,6 +18,7 @@ from .errors import UserInputError, check_positive_int
 from .hub_ids import DEFAULT_MODEL, check_repo_id
 from .strategies import POOLINGS, check_strategy_settings
 from .strategies import STRATEGIES as _STRATEGY_CLASSES
+from .tracking import check_report_to
 
 
 METRIC_NAMES = (
@@ -235,6 +236,18 @@ class TrainConfig:
         None, "With --strategy feature-extraction: folder for cached encoder outputs "
         "(default: nlp_transfer_features/ in the datasets cache).", "model", metavar="DIR",
     )
+    # --- tracking and plots (issue 20) ---
+    report_to: str = _opt(
+        "none", "Experiment trackers that receive the loss, learning rate, throughput and validation metrics per "
+        "step and epoch, and the settings as hyperparameters (through accelerate): none, tensorboard, mlflow, or "
+        "wandb, comet_ml, aim, clearml, dvclive, swanlab, trackio; comma-separated for several. Each is an optional "
+        "package, e.g. pip install 'nlp-transfer[tensorboard]'.", "output", metavar="TRACKERS",
+    )
+    logging_dir: Optional[str] = _opt(
+        None, "Folder of the trackers' local files (TensorBoard events: one subfolder per run, named after the "
+        "output folder and the start time). Default: logs/ beside --output-dir, so `tensorboard --logdir runs/logs` "
+        "compares the runs of runs/*.", "output", metavar="DIR",
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps"):
@@ -268,6 +281,7 @@ class TrainConfig:
                 "--checkpoint-every asks for checkpoints but --keep-checkpoints 0 turns them off; drop one of them."
             )
         check_strategy_settings(self)
+        check_report_to(self)  # issue 20
 
     def _check_numbers(self) -> None:
         """Refuse non-finite, out-of-range and implausible numbers before any work."""
