@@ -100,7 +100,8 @@ def train(config: TrainConfig, command: Optional[str] = None, hub_token: Optiona
 
 def _run(config: TrainConfig, command: str, accelerator: Accelerator, output: OutputDir) -> TrainResult:
     output.check()
-    check_before_training(config, log=accelerator.is_main_process)  # the checks of `inspect`: errors stop here
+    with accelerator.main_process_first():  # the checks of `inspect`, before any model: errors stop the run here
+        check_before_training(config, log=accelerator.is_main_process)
     strategy = strategy_for(config)
     if not strategy.supports_multiple_processes and accelerator.num_processes > 1:
         raise UserInputError(
