@@ -39,6 +39,9 @@ SUMMARY_FILE = "training_summary.json"
 CARD_FILE = "README.md"
 MODEL_CONFIG_FILE = "config.json"
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin")
+# Plots of a finished run (issue 20), drawn by nlp_transfer.plots and linked from the card.
+CURVES_FILE = "training_curves.png"
+CONFUSION_FILE = "confusion_matrix.png"
 
 
 def holds_model(path: Path) -> bool:
@@ -236,12 +239,17 @@ def write_text(path: str | Path, text: str) -> Path:
     Raises:
         UserInputError: the file cannot be written (the message says why); nothing is left behind.
     """
+    return write_bytes(path, text.encode("utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically, as :func:`write_text` does (e.g. a PNG plot)."""
     path = Path(path)
     tmp: Optional[str] = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
         share_like_umask(tmp)
         os.replace(tmp, path)
         tmp = None

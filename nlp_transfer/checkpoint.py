@@ -54,7 +54,8 @@ _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 # Settings that may change between a run and its resume: none of them alters what is computed.
 RESUMABLE_CHANGES = frozenset(
-    {"resume", "overwrite", "output_dir", "checkpoint_every", "keep_checkpoints", "license", "language", "dataset_name"}
+    {"resume", "overwrite", "output_dir", "checkpoint_every", "keep_checkpoints", "license", "language", "dataset_name",
+     "report_to", "logging_dir"}
 )
 
 
@@ -94,6 +95,8 @@ class TrainState:
     patience: int = 0
     num_processes: int = 1
     objective: dict[str, Any] = field(default_factory=dict)  # Objective.state_dict()
+    loss_curve: list[list[float]] = field(default_factory=list)  # [epoch, loss, step] points (tracking.TrainingLog)
+    loss_curve_mark: list[float] = field(default_factory=list)  # [loss sum, batches] of the epoch at the last point
 
     def end_epoch(self, entry: dict[str, Any], score: Optional[float], validation: Optional[dict[str, Any]]) -> bool:
         """Record a finished epoch's history entry and validation score; return whether it is the best yet."""

@@ -21,6 +21,7 @@ from .strategies import check_strategy_settings
 from .strategies import STRATEGIES as _STRATEGY_CLASSES
 from .task_config import METRIC_NAMES, REGRESSION_LOSSES, TASK_KINDS, check_task_settings
 from .small_data import check_small_data_setting
+from .tracking import check_report_to
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 STRATEGIES = tuple(_STRATEGY_CLASSES)
@@ -276,6 +277,19 @@ class TrainConfig:
         "(labels not named weigh 1).", "optimisation", metavar="balanced|none|JSON",
     )
 
+    # --- tracking and plots (issue 20) ---
+    report_to: str = _opt(
+        "none", "Experiment trackers that receive the loss, learning rate, throughput and validation metrics per "
+        "step and epoch, and the settings as hyperparameters (through accelerate): none, tensorboard, mlflow, or "
+        "wandb, comet_ml, aim, clearml, dvclive, swanlab, trackio; comma-separated for several. Each is an optional "
+        "package, e.g. pip install 'nlp-transfer[tensorboard]'.", "output", metavar="TRACKERS",
+    )
+    logging_dir: Optional[str] = _opt(
+        None, "Folder of the trackers' local files (TensorBoard events: one subfolder per run, named after the "
+        "output folder and the start time). Default: logs/ beside --output-dir, so `tensorboard --logdir runs/logs` "
+        "compares the runs of runs/*.", "output", metavar="DIR",
+    )
+
     def __post_init__(self) -> None:
         check_task_settings(self)  # problem types (issue 16); fills metric_for_best_model
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps"):
@@ -311,6 +325,7 @@ class TrainConfig:
         check_strategy_settings(self)
         check_small_data_setting(self)
         check_pooling_settings(self)
+        check_report_to(self)  # issue 20
 
     def _check_numbers(self) -> None:
         """Refuse non-finite, out-of-range and implausible numbers before any work."""

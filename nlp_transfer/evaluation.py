@@ -25,7 +25,8 @@ from .task import Task, task_for_model
 @torch.inference_mode()
 def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: Task,
                     desc: str = "Evaluating") -> dict[str, Any]:
-    """Score ``model`` on a prepared loader and return the task's metrics report.
+    """Score ``model`` on a prepared loader and return the task's metrics report, plus ``loss`` (the task's
+    loss averaged over the rows).
 
     Args:
         model: a sequence classifier (possibly wrapped by ``accelerator.prepare``).
@@ -37,13 +38,16 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
     was_training = model.training
     model.eval()
     report = task.new_report()
+    loss_sum, rows = 0.0, 0
     for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         references = batch.pop("labels")
-        predictions = task.predictions(model(**batch).logits)
-        predictions, references = accelerator.gather_for_metrics((predictions, references))
-        report.add_batch(predictions, references)
+        # Logits are gathered (not predictions) so that the loss covers each row once, as the metrics do.
+        logits, references = accelerator.gather_for_metrics((model(**batch).logits, references))
+        loss_sum += float(task.loss(logits.float(), references)) * len(references)
+        rows += len(references)
+        report.add_batch(task.predictions(logits), references)
     model.train(was_training)
-    return report.compute()
+    return {**report.compute(), "loss": loss_sum / rows if rows else float("nan")}
 
 
 def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = None,

@@ -40,7 +40,9 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from .version import __version__
-from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, filesystem_error, read_json, to_json
+from .artifacts import (
+    CONFIG_FILE, CONFUSION_FILE, CURVES_FILE, METRICS_FILE, SUMMARY_FILE, filesystem_error, read_json, to_json,
+)
 from .errors import UserInputError
 from .hub_client import PushError, check_repo_id, check_token, request_timeouts  # noqa: F401  (re-exported)
 from .model_card import portable_config, render_card, reported_split
@@ -73,6 +75,8 @@ HUB_FILES = (
     METRICS_FILE,
     CONFIG_FILE,
     SUMMARY_FILE,
+    CURVES_FILE,  # the plots the card shows (issue 20)
+    CONFUSION_FILE,
 )
 WEIGHT_FILES = ("model.safetensors", "model-*-of-*.safetensors")
 LOGIN_HINT = "log in with `hf auth login` (or `huggingface-cli login`), set HF_TOKEN, or pass --token"

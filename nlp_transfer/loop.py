@@ -52,6 +52,7 @@ class Run:
     training_modules: list[torch.nn.Module] = field(default_factory=list)  # the objective's, prepared
     best_weights: Optional[dict[str, torch.Tensor]] = None
     started: float = field(default_factory=time.perf_counter)
+    log: Optional[Any] = None  # a tracking.TrainingLog: loss curve and experiment trackers
 
     def save_checkpoint(self) -> Optional[Path]:
         self.state.elapsed_seconds = time.perf_counter() - self.started
@@ -119,6 +120,8 @@ def _train_epoch(run: Run, epoch: int, stop: StopSignals) -> "EpochMeter":
             if not acc.sync_gradients:
                 continue
             state.global_step += 1
+            if run.log is not None:
+                run.log.step(meter)
             # The epoch's last step is saved after validation, with the epoch-end checkpoint.
             mid_epoch = state.batches_done < len(run.train_loader)
             signum = stop.requested() if mid_epoch else 0
@@ -158,6 +161,8 @@ def _end_epoch(run: Run, epoch: int, meter: "EpochMeter", validation: Optional[d
              **({"objective": measured} if measured else {}), **({"strategy": strategy_work} if strategy_work else {})}
     if state.end_epoch(entry, validation[metric] if validation is not None else None, validation):
         run.keep_best_weights()
+    if run.log is not None:
+        run.log.epoch(entry)
     if run.accelerator.is_main_process and validation is None:
         logger.info("epoch %d: train loss %.4f (no validation data: the last epoch is kept)", epoch + 1,
                     entry["train_loss"])

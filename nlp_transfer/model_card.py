@@ -26,6 +26,7 @@ from .card_tables import card_rows, escape_cell, table_row
 from .config import TrainConfig
 from .hub_ids import DEFAULT_MODEL
 from .small_data import fewshot_card_lines
+from .plots import plot_links
 from .errors import UserInputError
 
 CARD_METRICS = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro")
@@ -38,8 +39,8 @@ _HYPERPARAMETERS = (
     "strategy", "freeze_layers", "layer_lr_decay", "lora_r", "lora_alpha", "lora_dropout", "pooling",
 )
 # File settings reduced to their names in what a model folder publishes; settings of the run, not the model.
-_FILE_SETTINGS = ("train_file", "validation_file", "test_file", "output_dir")
-_NOT_REPRODUCED = ("output_dir", "overwrite", "resume", "push_to_hub", "hub_private")
+_FILE_SETTINGS = ("train_file", "validation_file", "test_file", "output_dir", "logging_dir")
+_NOT_REPRODUCED = ("output_dir", "overwrite", "resume", "push_to_hub", "hub_private", "report_to", "logging_dir")
 
 
 def template_path() -> Path:
@@ -163,6 +164,7 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None,
         "strategy_description": _strategy_description(config.get("strategy", "finetune")),
         "dataset_name": dataset_name if named else None,
         "warnings": summary.get("warnings", []),
+        "plots": plot_links(directory),  # issue 20: the PNGs of the folder, linked relatively
         **card_rows(task, config, metrics, summary),
         **_procedure(config, summary),
         "history_metrics": task.history_metrics, "pipeline_kwargs": task.pipeline_kwargs,

@@ -26,17 +26,20 @@ from .artifacts import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, OutputDir, share
 from .checkpoint import Checkpoints, TrainState, check_same_data, check_same_settings, data_fingerprint, resume_point
 from .config import TrainConfig
 from .data import prepare_data
+from .data_report import check_before_training
 from .errors import UserInputError
 from .evaluation import eval_loader, evaluate_loader
 from .layers import decay_groups, layer_groups
 from .loop import Run, fit, out_of_memory
 from .model_card import portable_command, portable_config, train_command, write_card
 from .modeling import check_max_length, load_for_training, load_tokenizer, save_model
+from .plots import draw_plots_after_training
 from .pooling import apply_pooling, resolve_pooling
 from .speed import SPEED_OPTION_NAMES, SpeedContext, SpeedOptions, default_options
 from .strategies import parameter_counts, strategy_for
 from .summary import build_summary
 from .task import THRESHOLDS_KEY, make_task
+from .tracking import TrainingLog, accelerator_kwargs, check_installed
 
 logger = logging.getLogger(__name__)
 
@@ -79,10 +82,12 @@ def train(config: TrainConfig, command: Optional[str] = None, hub_token: Optiona
         from .hub import resolve_token
 
         hub_token = resolve_token(hub_token)  # no token: stop now rather than after the training
+    check_installed(config)  # a --report-to tracker that is missing stops the run here
     output = OutputDir(config.output_dir, overwrite=config.overwrite)
     accelerator = Accelerator(
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
+        **accelerator_kwargs(config),
     )
     if accelerator.is_main_process:
         output.lock()  # a second run on the same --output-dir stops here
@@ -97,6 +102,8 @@ def train(config: TrainConfig, command: Optional[str] = None, hub_token: Optiona
 
 def _run(config: TrainConfig, command: str, accelerator: Accelerator, output: OutputDir) -> TrainResult:
     output.check()
+    with accelerator.main_process_first():  # the checks of `inspect`, before any model: errors stop the run here
+        check_before_training(config, log=accelerator.is_main_process)
     strategy = strategy_for(config)
     if not strategy.supports_multiple_processes and accelerator.num_processes > 1:
         raise UserInputError(
@@ -117,6 +124,7 @@ def _run(config: TrainConfig, command: str, accelerator: Accelerator, output: Ou
         output.create_staging()
     accelerator.wait_for_everyone()
     try:
+        run.log.start(portable_config(config.to_dict(), publish=True))  # local paths by their names
         with speed.during_fit():
             fit(run)
         run.state.elapsed_seconds = time.perf_counter() - run.started
@@ -172,6 +180,7 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
               Checkpoints(output.staging, config, accelerator, fingerprint),
               TrainState(num_processes=accelerator.num_processes), total_steps, modules)
     objective.add_sources(accelerator, data, tokenizer)
+    run.log = TrainingLog(run)
     # The card links a Hub id; a local encoder folder is recorded by name only (its path means nothing elsewhere).
     local = {"local_base_model": Path(config.model).name} if Path(config.model).exists() else {}
     weights = {"class_weights": dict(zip(task.labels, task.class_weights.tolist()))} if task.class_weights is not None else {}
@@ -214,11 +223,12 @@ def _finish(run: Run, data: Any, tokenizer: Any, speed: SpeedOptions, output: Ou
     if data.test is not None:
         test_loader = accelerator.prepare(eval_loader(data.test, tokenizer, config.eval_batch_size))
         metrics["test"] = evaluate_loader(model, test_loader, accelerator, run.task, desc="Testing")
+    run.log.test(metrics["test"])
     warnings = [w for split, report in metrics.items() if report for w in run.task.warnings(report, split)]
     for warning in warnings:
         logger.warning("%s", warning)
     summary = build_summary(data, state, command, {
-        **extras, **counts, **speed_record, "warnings": warnings,
+        **extras, **counts, **speed_record, "warnings": warnings, "loss_curve": state.loss_curve,
         **({"objective": run.objective.summary()} if run.objective.summary() else {})})
     if accelerator.is_main_process:
         staging = output.staging
@@ -230,6 +240,7 @@ def _finish(run: Run, data: Any, tokenizer: Any, speed: SpeedOptions, output: Ou
         write_json(staging / CONFIG_FILE, portable_config(config.to_dict()))
         write_json(staging / METRICS_FILE, metrics)
         write_json(staging / SUMMARY_FILE, summary)
+        draw_plots_after_training(staging)  # before the card, which links them
         write_card(staging, location=output.path)
         run.checkpoints.remove_all()
         share_like_umask(staging)

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
-"$PYTHON" scripts/install.py examples
+"$PYTHON" scripts/install.py examples plots  # plots: training_curves.png and confusion_matrix.png in the folder
 # `python -m nlp_transfer.cli` is the `nlp-transfer` command of this very Python (on PATH or not).
 "$PYTHON" -m nlp_transfer.cli example-data bbc-news data/bbc-news
 "$PYTHON" -m nlp_transfer.cli train data/bbc-news/train.csv --test-file data/bbc-news/test.csv \

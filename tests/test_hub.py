@@ -22,6 +22,7 @@ from transformers import pipeline
 from nlp_transfer import PushError, TrainConfig, push_to_hub, train
 from nlp_transfer.cli import main
 from nlp_transfer.hub import HUB_FILES, check_repo_id
+from nlp_transfer.plots import plots_available
 
 from conftest import synthetic_rows, write_csv
 from hub_server import HubServer
@@ -31,7 +32,7 @@ TEXTS = ["a great and wonderful film", "awful plot, terrible actors", "the movie
 MODEL_FILES = {
     "README.md", "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
     "metrics.json", "training_config.json", "training_summary.json",
-}
+} | ({"training_curves.png", "confusion_matrix.png"} if plots_available() else set())  # the card shows them
 
 
 @pytest.fixture
