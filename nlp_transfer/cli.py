@@ -36,7 +36,7 @@ from .options import (
 )
 from .commands import (
     COMMAND_MODULES, MODEL_DIR_HELP as _MODEL_DIR_HELP, TOKEN_HELP as _TOKEN_HELP, add_columns as _add_columns,
-    add_eval_batch_size as _add_eval_batch_size, quiet_libraries as _quiet_libraries,
+    add_backend as _add_backend, add_eval_batch_size as _add_eval_batch_size, quiet_libraries as _quiet_libraries,
 )
 from .version import __version__
 
@@ -97,7 +97,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         check_output_file(args.output, [args.test_file])
     report = evaluate_model(
         args.model_dir, args.test_file, text_column=args.text_column, text_pair_column=args.text_pair_column,
-        label_column=args.label_column, batch_size=args.eval_batch_size,
+        label_column=args.label_column, batch_size=args.eval_batch_size, backend=args.backend,
     )
     text = json.dumps(report, indent=2)
     if args.output:
@@ -115,7 +115,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = predict_csv(
         args.model_dir, args.input_file, args.output, text_column=args.text_column,
         text_pair_column=args.text_pair_column, top_k=args.top_k, batch_size=args.eval_batch_size,
-        quantize=args.quantize, progress=not args.quiet,
+        quantize=args.quantize, progress=not args.quiet, backend=args.backend,
     )
     if PartialState().is_main_process:
         print(json.dumps(summary, indent=2))
@@ -200,6 +200,7 @@ def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     _add_columns(data, label=True)
     output.add_argument("--output", metavar="FILE", help="Also write the metrics JSON to this file.")
     _add_eval_batch_size(speed)
+    _add_backend(speed)
     evaluate.set_defaults(func=_cmd_evaluate)
 
 
@@ -220,6 +221,7 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
                         help=with_default("Also write the K most likely labels with their probabilities.", 1))
     _add_eval_batch_size(speed)
     speed.add_argument("--quantize", choices=["int8"], help="Dynamic int8 quantization of Linear layers (CPU only).")
+    _add_backend(speed)
     predict.set_defaults(func=_cmd_predict)
 
 

@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from .data import TextColumns, label_values, load_split, tokenize
 from .errors import UserInputError, check_positive_int
 from .modeling import check_text_room, load_trained, training_settings
+from .onnx_model import load_onnx_trained, resolve_backend
 from .sampler import eval_loader
 from .task import Task, task_for_model
 
@@ -47,7 +48,7 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
 
 def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = None,
                    text_pair_column: Optional[str] = None, label_column: Optional[str] = None,
-                   batch_size: int = 64, max_length: Optional[int] = None) -> dict[str, Any]:
+                   batch_size: int = 64, max_length: Optional[int] = None, backend: Optional[str] = None) -> dict[str, Any]:
     """Score a trained model folder on a labelled CSV.
 
     Column names and ``max_length`` default to those the model was trained with
@@ -59,6 +60,8 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
         text_column, text_pair_column, label_column: override the saved column names.
         batch_size: rows per forward pass.
         max_length: override the saved truncation length.
+        backend: ``"pytorch"`` or ``"onnx"`` (an exported folder, run by ONNX Runtime on the CPU in
+            this one process); default: detected from the folder's files.
     """
     settings = training_settings(model_dir)
     columns = TextColumns(
@@ -67,8 +70,9 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
         label_column or settings.get("label_column", "label"),
     )
     check_positive_int(batch_size, "--batch-size")
-    accelerator = Accelerator()
-    model, tokenizer = load_trained(model_dir)
+    onnx = resolve_backend(model_dir, backend) == "onnx"
+    accelerator = Accelerator(cpu=onnx)
+    model, tokenizer = load_onnx_trained(model_dir) if onnx else load_trained(model_dir)
     task = task_for_model(model.config)
     ds = load_split(test_file, "test", columns, name="TEST_FILE")
     unseen = [v for v in label_values(ds, columns.label, "test", test_file) if v not in task.label2id]
@@ -82,5 +86,7 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
         check_text_room(length, tokenizer, pair=columns.text_pair is not None, flag="max_length")
     with accelerator.main_process_first():
         ds = tokenize(ds, tokenizer, columns, length, task.label2id, "Tokenizing test data")
-    model, loader = accelerator.prepare(model, eval_loader(ds, tokenizer, batch_size))
+    loader = eval_loader(ds, tokenizer, batch_size)
+    # An ONNX session is not a torch model to place or wrap: only the loader is prepared.
+    model, loader = (model, accelerator.prepare(loader)) if onnx else accelerator.prepare(model, loader)
     return evaluate_loader(model, loader, accelerator, task)

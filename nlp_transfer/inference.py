@@ -30,6 +30,7 @@ from .artifacts import check_output_file, filesystem_error
 from .csv_files import CsvHeader, check_file, data_rows, read_header, require_columns
 from .errors import UserInputError, check_positive_int
 from .modeling import check_text_room, load_trained, position_limit, training_settings
+from .onnx_model import load_onnx_trained, resolve_backend
 
 QUANTIZE_CHOICES = ("int8",)
 PREDICTION_COLUMNS = ("predicted_label", "score")
@@ -138,7 +139,7 @@ def _as_texts(values: Sequence[str] | str, name: str) -> list[str]:
 
 
 def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | torch.device] = None,
-                    quantize: Optional[str] = None) -> Classifier:
+                    quantize: Optional[str] = None, backend: Optional[str] = None) -> Classifier:
     """Load a trained classifier (a local folder or a Hub repo id) ready to predict.
 
     Args:
@@ -147,11 +148,18 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: the GPU when there is one, else the CPU.
         quantize: ``"int8"`` converts the Linear layers to dynamically quantized int8 (CPU only):
             faster on CPU at a small accuracy cost. Off by default.
+        backend: ``"pytorch"`` or ``"onnx"`` (a folder from ``nlp-transfer export --format onnx``, run
+            by ONNX Runtime on the CPU); default: ``"onnx"`` for a folder with only ``model.onnx``.
 
     Raises:
         UserInputError: not a sequence classifier, unknown ``quantize``, or int8 on a GPU.
     """
     name = str(path_or_repo_id)
+    onnx = resolve_backend(name, backend) == "onnx"
+    if onnx and quantize is not None:
+        raise UserInputError("quantize applies to the PyTorch backend; quantize an ONNX model when exporting it "
+                             "(nlp-transfer export --quantize int8).")
+    device = "cpu" if onnx and device is None else device
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise UserInputError(f"quantize {quantize!r} is unknown; choose {', '.join(QUANTIZE_CHOICES)} or leave it off.")
     if device is None:
@@ -159,7 +167,9 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
     device = torch.device(device)
     if quantize is not None and device.type != "cpu":
         raise UserInputError(f"quantize={quantize!r} runs on the CPU only; pass device='cpu' or drop quantize.")
-    model, tokenizer = load_trained(name)
+    if onnx and device.type != "cpu":
+        raise UserInputError(f"the ONNX backend runs on the CPU; pass device='cpu' (got {str(device)!r}).")
+    model, tokenizer = load_onnx_trained(name) if onnx else load_trained(name)
     if model.config.problem_type == "regression":
         raise UserInputError(f"{name!r} is a regression model, not a classifier; nlp-transfer predicts class labels.")
     settings = training_settings(name)
@@ -235,7 +245,8 @@ class _Job:
 
 def predict_csv(model: str, input_file: str, output_file: str, text_column: Optional[str] = None,
                 text_pair_column: Optional[str] = None, top_k: int = 1, batch_size: int = 64,
-                quantize: Optional[str] = None, chunk_size: int = 4096, progress: bool = True) -> dict[str, Any]:
+                quantize: Optional[str] = None, chunk_size: int = 4096, progress: bool = True,
+                backend: Optional[str] = None) -> dict[str, Any]:
     """Predict every row of a CSV and write it, with its prediction, to ``output_file``.
 
     The output keeps every named input column (an unnamed, empty column, e.g. from a trailing comma,
@@ -255,6 +266,7 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
         quantize: ``"int8"`` for dynamic int8 quantization on the CPU.
         chunk_size: rows read at a time.
         progress: show a progress bar (rows/s) on the main process.
+        backend: ``"pytorch"`` or ``"onnx"``; default: detected from the folder (see :func:`load_classifier`).
 
     Returns:
         ``{"output", "rows", "processes", "seconds", "rows_per_second"}``.
@@ -269,8 +281,9 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
     out = check_output_file(output_file, [path, *(p for p in Path(model).glob("*") if p.is_file())])
 
     # The columns default to those saved with the model, so it loads before the header is checked.
-    state = PartialState(cpu=quantize is not None or not torch.cuda.is_available())
-    clf = load_classifier(model, device=state.device, quantize=quantize)
+    onnx = resolve_backend(model, backend) == "onnx"
+    state = PartialState(cpu=quantize is not None or onnx or not torch.cuda.is_available())
+    clf = load_classifier(model, device=state.device, quantize=quantize, backend=backend)
     text_column = text_column or clf.text_column
     text_pair_column = text_pair_column or clf.text_pair_column
     require_columns(header, {text_column: "--text-column", **({text_pair_column: "--text-pair-column"} if text_pair_column else {})},
