@@ -7,7 +7,7 @@ the extra to install (exit 2), not an ``ImportError`` traceback halfway through 
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 
 from .errors import UserInputError
 
@@ -19,8 +19,18 @@ EXTRAS: dict[str, tuple[str, ...]] = {
 
 
 def missing_modules(extra: str) -> list[str]:
-    """The modules of ``extra`` that cannot be imported here (empty when all are installed)."""
-    return [name for name in EXTRAS[extra] if importlib.util.find_spec(name) is None]
+    """The modules of ``extra`` that cannot be imported here (empty when all are installed).
+
+    They are imported, not only looked up: a package that is there but broken (e.g. built for
+    another numpy) is as unusable as a missing one. Only the commands that need them call this.
+    """
+    missing = []
+    for name in EXTRAS[extra]:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
 
 
 def require_extra(extra: str, purpose: str) -> None:

@@ -62,6 +62,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     quiet_libraries(args.quiet)
     # The exporter logs every optional torchvision op it skips; nothing a user can act on.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    # ONNX Runtime's quantizer suggests a shape pre-pass that cannot handle dynamic-shape exports.
+    logging.getLogger().addFilter(lambda record: "pre-processing before quantization" not in record.getMessage())
     options = ExportOptions(quantize=args.quantize, optimize=args.optimize, check_file=args.check_file,
                             sample_size=args.sample_size, tolerance=args.tolerance, min_agreement=args.min_agreement,
                             overwrite=args.overwrite)
