@@ -281,8 +281,8 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
     out = check_output_file(output_file, [path, *(p for p in Path(model).glob("*") if p.is_file())])
 
     # The columns default to those saved with the model, so it loads before the header is checked.
-    onnx = resolve_backend(model, backend) == "onnx"
-    state = PartialState(cpu=quantize is not None or onnx or not torch.cuda.is_available())
+    on_cpu = quantize is not None or resolve_backend(model, backend) == "onnx" or not torch.cuda.is_available()
+    state = PartialState(cpu=on_cpu)
     clf = load_classifier(model, device=state.device, quantize=quantize, backend=backend)
     text_column = text_column or clf.text_column
     text_pair_column = text_pair_column or clf.text_pair_column

@@ -201,3 +201,17 @@ def test_sigterm_finishes_requests_in_flight(model_dir, clf):
     status, body = answer["result"]
     assert status == 200
     _assert_same(body, _expected(clf, ["a b", "good"], None))
+
+
+def test_inputs_follow_tei_single_batch_and_pair_forms():
+    from nlp_transfer.serving import ApiError, _inputs
+
+    assert _inputs("a", pair_model=False) == (True, ["a"], None)
+    assert _inputs(["a", "b"], pair_model=False) == (False, ["a", "b"], None)
+    # For a model trained on pairs, a two-string list is one pair (TEI's Pair) and a list of them a batch.
+    assert _inputs(["q", "p"], pair_model=True) == (True, ["q"], ["p"])
+    assert _inputs([["q1", "p1"], ["q2", "p2"]], pair_model=True) == (False, ["q1", "q2"], ["p1", "p2"])
+    for bad, pair_model in ((["a", "b", "c"], True), ("a", True), ([["a", "b"]], False), ([], True), (None, False)):
+        with pytest.raises(ApiError) as err:
+            _inputs(bad, pair_model)
+        assert err.value.status == 422
