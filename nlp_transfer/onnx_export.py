@@ -232,7 +232,11 @@ def _copy_companions(source: Path, staging: Path) -> list[str]:
 
 
 def _write_card(source: Path, staging: Path, record: dict[str, Any]) -> None:
-    """The model's card (if any) followed by the ONNX section rendered from ``model_cards/onnx_export.md``."""
+    """The ONNX section (``model_cards/onnx_export.md``) placed first in the model's card, after its metadata.
+
+    The rest of the original card follows unchanged: it describes the training and results of the
+    model this file was exported from.
+    """
     from importlib import resources
 
     import jinja2
@@ -240,8 +244,12 @@ def _write_card(source: Path, staging: Path, record: dict[str, Any]) -> None:
     template = resources.files("nlp_transfer.model_cards").joinpath("onnx_export.md").read_text(encoding="utf-8")
     section = jinja2.Environment(autoescape=False, keep_trailing_newline=True).from_string(template).render(**record)
     card = source / CARD_FILE
-    head = card.read_text(encoding="utf-8").rstrip() + "\n\n" if card.is_file() else ""
-    write_text(staging / CARD_FILE, head + section)
+    original = card.read_text(encoding="utf-8") if card.is_file() else ""
+    metadata, body = "", original
+    if original.startswith("---\n") and "\n---\n" in original[4:]:
+        end = original.index("\n---\n", 4) + len("\n---\n")
+        metadata, body = original[:end] + "\n", original[end:]
+    write_text(staging / CARD_FILE, metadata + section + ("\n" + body.lstrip() if body.strip() else ""))
 
 
 def _versions() -> dict[str, str]:
