@@ -36,7 +36,7 @@ from .options import (
 )
 from .commands import (
     COMMAND_MODULES, MODEL_DIR_HELP as _MODEL_DIR_HELP, TOKEN_HELP as _TOKEN_HELP, add_columns as _add_columns,
-    add_eval_batch_size as _add_eval_batch_size, quiet_libraries as _quiet_libraries,
+    add_backend as _add_backend, add_eval_batch_size as _add_eval_batch_size, quiet_libraries as _quiet_libraries,
 )
 from .version import __version__
 
@@ -98,6 +98,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_model(
         args.model_dir, args.test_file, text_column=args.text_column, text_pair_column=args.text_pair_column,
         label_column=args.label_column, batch_size=args.eval_batch_size, threshold=args.threshold,
+        backend=args.backend,
     )
     text = json.dumps(report, indent=2)
     if args.output:
@@ -115,7 +116,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     summary = predict_csv(
         args.model_dir, args.input_file, args.output, text_column=args.text_column,
         text_pair_column=args.text_pair_column, top_k=args.top_k, batch_size=args.eval_batch_size,
-        quantize=args.quantize, progress=not args.quiet, threshold=args.threshold,
+        quantize=args.quantize, progress=not args.quiet, threshold=args.threshold, backend=args.backend,
     )
     if PartialState().is_main_process:
         print(json.dumps(summary, indent=2))
@@ -201,6 +202,7 @@ def _add_evaluate(sub: Any, common: argparse.ArgumentParser) -> None:
     output.add_argument("--output", metavar="FILE", help="Also write the metrics JSON to this file.")
     _add_threshold(output)
     _add_eval_batch_size(speed)
+    _add_backend(speed)
     evaluate.set_defaults(func=_cmd_evaluate)
 
 
@@ -228,6 +230,7 @@ def _add_predict(sub: Any, common: argparse.ArgumentParser) -> None:
     _add_threshold(output)
     _add_eval_batch_size(speed)
     speed.add_argument("--quantize", choices=["int8"], help="Dynamic int8 quantization of Linear layers (CPU only).")
+    _add_backend(speed)
     predict.set_defaults(func=_cmd_predict)
 
 

@@ -18,6 +18,7 @@ from .data import TextColumns, load_split, tokenize
 from .errors import check_positive_int
 from .labels import label_reader
 from .modeling import check_text_room, load_trained, training_settings
+from .onnx_model import load_onnx_trained, resolve_backend
 from .sampler import eval_loader
 from .task import Task, task_for_model
 
@@ -53,7 +54,7 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
 def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = None,
                    text_pair_column: Optional[str] = None, label_column: Optional[str] = None,
                    batch_size: int = 64, max_length: Optional[int] = None,
-                   threshold: Optional[float] = None) -> dict[str, Any]:
+                   threshold: Optional[float] = None, backend: Optional[str] = None) -> dict[str, Any]:
     """Score a trained model folder on a labelled CSV.
 
     Column names, the label layout (multi-label separator or 0/1 columns, regression) and
@@ -68,6 +69,8 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
         batch_size: rows per forward pass.
         max_length: override the saved truncation length.
         threshold: multi-label only: one threshold for every label instead of the saved ones.
+        backend: ``"pytorch"`` or ``"onnx"`` (an exported folder, run by ONNX Runtime on the CPU in
+            this one process); default: detected from the folder's files.
     """
     settings = training_settings(model_dir)
     columns = TextColumns(
@@ -76,8 +79,9 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
         None,
     )
     check_positive_int(batch_size, "--batch-size")
-    accelerator = Accelerator()
-    model, tokenizer = load_trained(model_dir)
+    onnx = resolve_backend(model_dir, backend) == "onnx"
+    accelerator = Accelerator(cpu=onnx)
+    model, tokenizer = load_onnx_trained(model_dir) if onnx else load_trained(model_dir)
     task = with_threshold(task_for_model(model.config), threshold)
     reader = label_reader({**settings, **({"label_column": label_column} if label_column else {}),
                            **_layout_of(task)})
@@ -88,7 +92,9 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
         check_text_room(length, tokenizer, pair=columns.text_pair is not None, flag="max_length")
     with accelerator.main_process_first():
         ds = tokenize(ds, tokenizer, columns, length, reader.encoder(task.labels), "Tokenizing test data")
-    model, loader = accelerator.prepare(model, eval_loader(ds, tokenizer, batch_size))
+    loader = eval_loader(ds, tokenizer, batch_size)
+    # An ONNX session is not a torch model to place or wrap: only the loader is prepared.
+    model, loader = (model, accelerator.prepare(loader)) if onnx else accelerator.prepare(model, loader)
     return evaluate_loader(model, loader, accelerator, task)
 
 

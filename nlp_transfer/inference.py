@@ -33,6 +33,7 @@ from .evaluation import with_threshold
 from .modeling import check_text_room, load_trained, position_limit, training_settings
 from .predictions import PREDICTION_COLUMNS, output_rows, prediction_columns, top_k_labels  # noqa: F401  (re-exported)
 from .task import Task, task_for_model
+from .onnx_model import load_onnx_trained, resolve_backend
 
 QUANTIZE_CHOICES = ("int8",)
 
@@ -153,7 +154,8 @@ def _as_texts(values: Sequence[str] | str, name: str) -> list[str]:
 
 
 def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | torch.device] = None,
-                    quantize: Optional[str] = None, threshold: Optional[float] = None) -> Classifier:
+                    quantize: Optional[str] = None, threshold: Optional[float] = None,
+                    backend: Optional[str] = None) -> Classifier:
     """Load a trained classifier (a local folder or a Hub repo id) ready to predict.
 
     Args:
@@ -164,12 +166,19 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
             faster on CPU at a small accuracy cost. Off by default.
         threshold: multi-label models only: decide every label at this probability instead of
             the per-label thresholds saved in ``config.json``.
+        backend: ``"pytorch"`` or ``"onnx"`` (a folder from ``nlp-transfer export --format onnx``, run
+            by ONNX Runtime on the CPU); default: ``"onnx"`` for a folder with only ``model.onnx``.
 
     Raises:
         UserInputError: not a sequence classifier, unknown ``quantize``, int8 on a GPU, or a
             ``threshold`` for a model that is not multi-label.
     """
     name = str(path_or_repo_id)
+    onnx = resolve_backend(name, backend) == "onnx"
+    if onnx and quantize is not None:
+        raise UserInputError("quantize applies to the PyTorch backend; quantize an ONNX model when exporting it "
+                             "(nlp-transfer export --quantize int8).")
+    device = "cpu" if onnx and device is None else device
     if quantize is not None and quantize not in QUANTIZE_CHOICES:
         raise UserInputError(f"quantize {quantize!r} is unknown; choose {', '.join(QUANTIZE_CHOICES)} or leave it off.")
     if device is None:
@@ -177,7 +186,9 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
     device = torch.device(device)
     if quantize is not None and device.type != "cpu":
         raise UserInputError(f"quantize={quantize!r} runs on the CPU only; pass device='cpu' or drop quantize.")
-    model, tokenizer = load_trained(name)
+    if onnx and device.type != "cpu":
+        raise UserInputError(f"the ONNX backend runs on the CPU; pass device='cpu' (got {str(device)!r}).")
+    model, tokenizer = load_onnx_trained(name) if onnx else load_trained(name)
     task = with_threshold(task_for_model(model.config), threshold)
     settings = training_settings(name)
     if quantize == "int8":
@@ -249,7 +260,7 @@ class _Job:
 def predict_csv(model: str, input_file: str, output_file: str, text_column: Optional[str] = None,
                 text_pair_column: Optional[str] = None, top_k: int = 1, batch_size: int = 64,
                 quantize: Optional[str] = None, chunk_size: int = 4096, progress: bool = True,
-                threshold: Optional[float] = None) -> dict[str, Any]:
+                threshold: Optional[float] = None, backend: Optional[str] = None) -> dict[str, Any]:
     """Predict every row of a CSV and write it, with its prediction, to ``output_file``.
 
     The output keeps every named input column (an unnamed, empty column, e.g. from a trailing comma,
@@ -270,6 +281,7 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
         chunk_size: rows read at a time.
         progress: show a progress bar (rows/s) on the main process.
         threshold: multi-label only: one threshold for every label instead of the saved ones.
+        backend: ``"pytorch"`` or ``"onnx"``; default: detected from the folder (see :func:`load_classifier`).
 
     Returns:
         ``{"output", "rows", "processes", "seconds", "rows_per_second"}``.
@@ -284,8 +296,9 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
     out = check_output_file(output_file, [path, *(p for p in Path(model).glob("*") if p.is_file())])
 
     # The columns default to those saved with the model, so it loads before the header is checked.
-    state = PartialState(cpu=quantize is not None or not torch.cuda.is_available())
-    clf = load_classifier(model, device=state.device, quantize=quantize, threshold=threshold)
+    on_cpu = quantize is not None or resolve_backend(model, backend) == "onnx" or not torch.cuda.is_available()
+    state = PartialState(cpu=on_cpu)
+    clf = load_classifier(model, device=state.device, quantize=quantize, threshold=threshold, backend=backend)
     text_column = text_column or clf.text_column
     text_pair_column = text_pair_column or clf.text_pair_column
     require_columns(header, {text_column: "--text-column", **({text_pair_column: "--text-pair-column"} if text_pair_column else {})},

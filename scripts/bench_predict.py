@@ -18,7 +18,13 @@ process and on the same texts (the test CSV):
   the real tokenizer so 200k rows take a minute, not an hour on 2 CPU cores (--memory-model
   trained uses the benchmarked model instead); the JSON says which.
 
-Prints one JSON object.
+* ``backends``: PyTorch fp32, PyTorch int8 (``quantize="int8"``), and the model exported with
+  ``nlp-transfer export --format onnx`` as ONNX fp32, ONNX int8 and ONNX O2 (graph-optimised fp32),
+  each loaded with ``load_classifier`` in a fresh subprocess and run on the same texts: texts/s
+  (best of --repeats), peak RSS of that process, label agreement with PyTorch fp32 and test
+  accuracy (needs the ``onnx`` extra; skipped with a note when it is missing).
+
+``--sections`` picks the parts to run (default: all). Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -147,6 +153,69 @@ def compare_speed(model_dir: str, rows: list[dict[str, str]], batch_size: int, r
     return report
 
 
+# Runs in a fresh interpreter: loads one backend, predicts the texts, reports speed, labels and its own peak RSS.
+_BACKEND_RUN = (
+    "import json, resource, sys, time, warnings\n"
+    "warnings.filterwarnings('ignore')\n"
+    "from nlp_transfer import load_classifier\n"
+    "folder, backend, quantize, texts_file, batch_size, repeats = sys.argv[1:7]\n"
+    "clf = load_classifier(folder, device='cpu', backend=backend, quantize=quantize or None)\n"
+    "texts = json.load(open(texts_file, encoding='utf-8'))\n"
+    "clf.predict(texts[:int(batch_size)], batch_size=int(batch_size))\n"
+    "best = float('inf')\n"
+    "for _ in range(int(repeats)):\n"
+    "    start = time.perf_counter()\n"
+    "    predictions = clf.predict(texts, batch_size=int(batch_size))\n"
+    "    best = min(best, time.perf_counter() - start)\n"
+    "print(json.dumps({'seconds': best, 'labels': [p['label'] for p in predictions],\n"
+    "                  'peak_rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+)
+VARIANTS = {  # name: (export options or None for the PyTorch folder, backend, PyTorch quantize)
+    "pytorch_fp32": (None, "pytorch", ""),
+    "pytorch_int8": (None, "pytorch", "int8"),
+    "onnx_fp32": ({}, "onnx", ""),
+    "onnx_int8": ({"quantize": "int8"}, "onnx", ""),
+    "onnx_o2": ({"optimize": "O2"}, "onnx", ""),
+}
+
+
+def compare_backends(model_dir: str, rows: list[dict[str, str]], batch_size: int, repeats: int, workdir: Path) -> dict:
+    """Every variant of VARIANTS on the test texts, each in its own process (so peak RSS is its own)."""
+    from nlp_transfer.extras import missing_modules
+    from nlp_transfer.onnx_export import ExportOptions, export_onnx
+
+    missing = missing_modules("onnx")
+    texts_file = workdir / "texts.json"
+    texts_file.write_text(json.dumps([r["text"] for r in rows]), encoding="utf-8")
+    gold = [r["label"] for r in rows]
+    report, reference = {}, None
+    for name, (export, backend, quantize) in VARIANTS.items():
+        if export is not None and missing:
+            report[name] = f"skipped: the onnx extra is missing ({', '.join(missing)})"
+            continue
+        folder, extra = model_dir, {}
+        if export is not None:
+            folder = str(workdir / name)
+            started = time.perf_counter()
+            record = export_onnx(model_dir, folder, ExportOptions(sample_size=64, **export))
+            extra = {"export_seconds": round(time.perf_counter() - started, 1), "model_mb": record["size_mb"]}
+        proc = subprocess.run([sys.executable, "-c", _BACKEND_RUN, folder, backend, quantize, str(texts_file),
+                               str(batch_size), str(repeats)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{proc.stderr[-2000:]}")
+        run = json.loads(proc.stdout.strip().splitlines()[-1])
+        reference = reference or run
+        report[name] = {
+            "texts_per_s": round(len(rows) / run["seconds"], 1),
+            "speedup_over_pytorch_fp32": round(reference["seconds"] / run["seconds"], 2),
+            "peak_rss_mb": round(run["peak_rss_mb"], 1),
+            "label_agreement_with_pytorch_fp32": round(float(np.mean([a == b for a, b in zip(run["labels"], reference["labels"])])), 4),
+            "accuracy": round(float(np.mean([p == g for p, g in zip(run["labels"], gold)])), 4),
+            **extra,
+        }
+    return {"texts": len(rows), "batch_size": batch_size, "variants": report}
+
+
 def streaming_memory(model_dir: str, rows: list[dict[str, str]], sizes: list[int], workdir: Path, batch_size: int) -> dict:
     cli = [sys.executable, "-m", "nlp_transfer.cli", "-q", "predict", model_dir]
     out = {}
@@ -171,6 +240,23 @@ def streaming_memory(model_dir: str, rows: list[dict[str, str]], sizes: list[int
     return out
 
 
+def memory_section(args: argparse.Namespace, model_dir: str, model_name: str, rows: list[dict[str, str]],
+                   workdir: Path) -> dict:
+    if args.memory_model == "tiny":
+        from nlp_transfer import load_classifier
+
+        reference = load_classifier(model_dir, device="cpu")
+        memory_dir = tiny_classifier(workdir / "tiny", reference.labels, reference.max_length)
+        memory_model = "tiny random BERT (2 layers, 32 wide, real tokenizer): same I/O path, fast enough for 200k rows"
+    else:
+        memory_dir, memory_model = model_dir, model_name
+    return {
+        "model": memory_model,
+        "command": "nlp-transfer -q predict MODEL input.csv --output predictions.csv",
+        **streaming_memory(memory_dir, rows, args.memory_rows, workdir, args.batch_size),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", help="A trained model folder; default: fine-tune one on rotten_tomatoes first.")
@@ -181,6 +267,9 @@ def main() -> None:
     parser.add_argument("--memory-rows", type=int, nargs="+", default=[20_000, 200_000])
     parser.add_argument("--memory-model", choices=["tiny", "trained"], default="tiny",
                         help="Model for the streaming-memory runs: a tiny random BERT (fast) or the benchmarked one.")
+    parser.add_argument("--sections", nargs="+", choices=["prediction", "streaming", "backends"],
+                        default=["prediction", "streaming", "backends"], help="Which parts to run.")
+    parser.add_argument("--max-texts", type=int, help="Use only the first N test rows (a quicker run).")
     args = parser.parse_args()
 
     import torch
@@ -190,7 +279,7 @@ def main() -> None:
     warnings.filterwarnings("ignore")  # deprecation chatter from torch.ao and pyarrow
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-    rows = read_rows(Path(args.test_file))
+    rows = read_rows(Path(args.test_file))[:args.max_texts]
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
         workdir = Path(tmp)
         started = time.perf_counter()
@@ -204,21 +293,13 @@ def main() -> None:
             "model": args.model_dir or "all-MiniLM-L6-v2 fine-tuned on 1000 rotten_tomatoes rows, 1 epoch, max_length 64",
             "train_seconds": train_s,
             "test_file": args.test_file,
-            "prediction": compare_speed(model_dir, rows, args.batch_size, args.repeats),
         }
-        if args.memory_model == "tiny":
-            from nlp_transfer import load_classifier
-
-            reference = load_classifier(model_dir, device="cpu")
-            memory_dir = tiny_classifier(workdir / "tiny", reference.labels, reference.max_length)
-            memory_model = "tiny random BERT (2 layers, 32 wide, real tokenizer): same I/O path, fast enough for 200k rows"
-        else:
-            memory_dir, memory_model = model_dir, result["model"]
-        result["streaming_memory"] = {
-            "model": memory_model,
-            "command": "nlp-transfer -q predict MODEL input.csv --output predictions.csv",
-            **streaming_memory(memory_dir, rows, args.memory_rows, workdir, args.batch_size),
-        }
+        if "prediction" in args.sections:
+            result["prediction"] = compare_speed(model_dir, rows, args.batch_size, args.repeats)
+        if "backends" in args.sections:
+            result["backends"] = compare_backends(model_dir, rows, args.batch_size, args.repeats, workdir)
+        if "streaming" in args.sections:
+            result["streaming_memory"] = memory_section(args, model_dir, result["model"], rows, workdir)
         result["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result, indent=2))
 

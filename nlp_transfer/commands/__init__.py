@@ -17,10 +17,14 @@ from typing import Any
 
 from ..options import PositiveInt, with_default
 
-__all__ = ["COMMAND_MODULES", "MODEL_DIR_HELP", "TOKEN_HELP", "add_columns", "add_eval_batch_size", "quiet_libraries"]
+__all__ = ["COMMAND_MODULES", "MODEL_DIR_HELP", "TOKEN_HELP", "add_backend", "add_columns", "add_eval_batch_size",
+           "quiet_libraries"]
 
 # Module names under nlp_transfer/commands/, in the order their commands appear in --help.
-COMMAND_MODULES: tuple[str, ...] = ("inspect", "report")  # issue 20: inspect, report
+COMMAND_MODULES: tuple[str, ...] = (
+    "inspect", "report",  # know your data and your run (issue 20)
+    "export", "serve",  # deploy (issue 21)
+)
 
 TOKEN_HELP = "Hugging Face token with write access; none means HF_TOKEN, else the `hf auth login` login. Never saved."
 MODEL_DIR_HELP = "Folder written by nlp-transfer train (or a Hub id)."
@@ -54,3 +58,11 @@ def add_eval_batch_size(section: Any) -> None:
                          help=with_default("Rows per forward pass.", 64))
     section.add_argument("--batch-size", dest="eval_batch_size", type=PositiveInt("--batch-size"),
                          default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+# --- deploy (issue 21) ---
+def add_backend(section: Any) -> None:
+    """``--backend pytorch|onnx`` of evaluate/predict/serve: which runtime scores the model folder."""
+    section.add_argument("--backend", choices=["pytorch", "onnx"],
+                         help="Run the model with PyTorch or with ONNX Runtime on the CPU (a folder written by "
+                         "nlp-transfer export --format onnx). Default: onnx for a folder holding only model.onnx.")
