@@ -208,7 +208,8 @@ class TrainConfig:
         "finetune",
         "What to train: finetune (everything), feature-extraction (frozen encoder, head trained on cached "
         "encoder outputs), freeze (embeddings + bottom --freeze-layers layers frozen), gradual-unfreeze (one "
-        "layer group unfrozen per epoch, from the top), lora (low-rank adapters, merged at save).", "model",
+        "layer group unfrozen per epoch, from the top), lora (low-rank adapters, merged at save), dann (fine-tuning "
+        "with a domain discriminator through gradient reversal, for --target-file texts).", "model",
         choices=STRATEGIES, metavar="STRATEGY",
     )
     freeze_layers: Optional[int] = _opt(
@@ -234,6 +235,36 @@ class TrainConfig:
     feature_cache_dir: Optional[str] = _opt(
         None, "With --strategy feature-extraction: folder for cached encoder outputs "
         "(default: nlp_transfer_features/ in the datasets cache).", "model", metavar="DIR",
+    )
+
+    # --- domain adaptation (issue 15) ---
+    target_file: Optional[str] = _opt(
+        None, "With --strategy dann: CSV of target-domain texts (unlabelled, or labelled in --label-column for some or "
+        "all rows). The model learns features that do not tell source from target.", "model", metavar="FILE",
+    )
+    target_text_column: Optional[str] = _opt(
+        None, "With --strategy dann: text column of --target-file (default: --text-column).", "model",
+        metavar="COLUMN",
+    )
+    source_weight: Optional[float] = _opt(
+        None, "With --strategy dann: weight a of the source loss in L = a*L_src + b*L_tgt + c*L_adv (default 1).",
+        "model", metavar="A",
+    )
+    target_weight: Optional[float] = _opt(
+        None, "With --strategy dann: weight b of the loss on target rows that carry a label (default 1).", "model",
+        metavar="B",
+    )
+    adversarial_weight: Optional[float] = _opt(
+        None, "With --strategy dann: weight c of the domain discriminator's loss, reversed into the encoder "
+        "(default 0.1).", "model", metavar="C",
+    )
+    grl_schedule: Optional[str] = _opt(
+        None, "With --strategy dann: gradient-reversal coefficient over training progress p: ganin "
+        "(2/(1+exp(-10p))-1, from 0 to 1) or constant (1). Default: ganin.", "model", choices=("ganin", "constant"),
+    )
+    discriminator_hidden: Optional[int] = _opt(
+        None, "With --strategy dann: hidden units of the domain discriminator (an MLP on the pooled output; "
+        "default 256).", "model", metavar="N",
     )
 
     def __post_init__(self) -> None:

@@ -244,8 +244,40 @@ class Lora(Strategy):
         return model.merge_and_unload()
 
 
+class Dann(Strategy):
+    """Domain-adversarial fine-tuning (Ganin et al. 2016); the objective lives in :mod:`nlp_transfer.domain`."""
+
+    name = "dann"
+    description = ("domain-adversarial fine-tuning (DANN): every weight trained, with a domain discriminator on the "
+                   "pooled output through gradient reversal (training only, not saved)")
+    options = ("target_file", "target_text_column", "source_weight", "target_weight", "adversarial_weight",
+               "grl_schedule", "discriminator_hidden")
+    trains_every_embedding_row = True
+    DEFAULTS = {"source_weight": 1.0, "target_weight": 1.0, "adversarial_weight": 0.1, "grl_schedule": "ganin",
+                "discriminator_hidden": 256}
+
+    @classmethod
+    def check_config(cls, config: "TrainConfig") -> None:
+        from .domain_settings import check_dann_config
+
+        check_dann_config(config, cls.DEFAULTS)
+
+    def check_model(self, model: "nn.Module") -> None:
+        from .domain import feature_size
+
+        self.feature_size = feature_size(model, self.config.model)
+
+    def input_files(self) -> dict[str, str]:
+        return {"target_file": self.config.target_file}
+
+    def make_objective(self, task: Any) -> Any:
+        from .domain import DannObjective
+
+        return DannObjective(task, self.config, self.feature_size)
+
+
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Finetune, FeatureExtraction, Freeze, GradualUnfreeze, Lora)
+    cls.name: cls for cls in (Finetune, FeatureExtraction, Freeze, GradualUnfreeze, Lora, Dann)
 }
 
 
