@@ -20,7 +20,7 @@ from ..options import PositiveInt, with_default
 __all__ = ["COMMAND_MODULES", "MODEL_DIR_HELP", "TOKEN_HELP", "add_columns", "add_eval_batch_size", "quiet_libraries"]
 
 # Module names under nlp_transfer/commands/, in the order their commands appear in --help.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("adapt_lm",)  # adapt_lm: issue 15
 
 TOKEN_HELP = "Hugging Face token with write access; none means HF_TOKEN, else the `hf auth login` login. Never saved."
 MODEL_DIR_HELP = "Folder written by nlp-transfer train (or a Hub id)."
