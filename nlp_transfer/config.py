@@ -266,6 +266,10 @@ class TrainConfig:
         None, "With --strategy dann: hidden units of the domain discriminator (an MLP on the pooled output; "
         "default 256).", "model", metavar="N",
     )
+    pseudo_label_threshold: Optional[float] = _opt(
+        None, "With --strategy dann: unlabelled target rows that the model itself classifies with a probability of at "
+        "least T count in L_tgt with that predicted label (self-training). Default: off.", "model", metavar="T",
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps"):

@@ -226,11 +226,13 @@ class DannObjective(Objective):
         features = tap.take()
         n = labels.shape[0]
         loss_source = self.task.loss(logits[:n], labels)
+        logs = {"loss_source": loss_source.detach()}
+        target_labels = self._with_pseudo_labels(logits[n:], target_labels, logs)
         known = target_labels >= 0
         loss_target = self.task.loss(logits[n:][known], target_labels[known]) if bool(known.any()) \
             else logits.new_zeros(())
         loss = a * loss_source + b * loss_target
-        logs = {"loss_source": loss_source.detach(), "loss_target": loss_target.detach()}
+        logs["loss_target"] = loss_target.detach()
         if self.discriminator is not None:
             coefficient = grl_coefficient(progress, self.config.grl_schedule)
             domain_logits = self.prepared["discriminator"](reverse_gradient(features, coefficient)).squeeze(-1)
@@ -241,6 +243,17 @@ class DannObjective(Objective):
                         grl_coefficient=torch.tensor(coefficient, device=logits.device),
                         discriminator_train_accuracy=((domain_logits.detach() > 0) == (domains > 0.5)).float().mean())
         return StepOutput(loss, logs)
+
+    def _with_pseudo_labels(self, logits: torch.Tensor, labels: torch.Tensor,
+                            logs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """``labels`` with the confident predictions filled in for unlabelled rows (``--pseudo-label-threshold``)."""
+        threshold = self.config.pseudo_label_threshold
+        if threshold is None:
+            return labels
+        confidence, predicted = self.task.probabilities(logits.detach()).max(dim=-1)
+        pseudo = (labels < 0) & (confidence >= threshold)
+        logs["pseudo_labelled_fraction"] = pseudo.float().mean()
+        return torch.where(pseudo, predicted, labels)
 
     @torch.inference_mode()
     def _held_out_accuracy(self, model: nn.Module, accelerator: Any) -> list[float]:
@@ -281,6 +294,9 @@ class DannObjective(Objective):
             "target_file": Path(config.target_file).name,
             "target_rows": target.counts() if target is not None else None,
         }
+        if config.pseudo_label_threshold is not None:
+            summary["pseudo_labels"] = (f"unlabelled target rows predicted with probability ≥ "
+                                        f"{config.pseudo_label_threshold:g} count in L_tgt with that label")
         if self.discriminator is not None:
             summary.update({
                 "gradient_reversal_schedule": ("2/(1+exp(-10p)) - 1 over training progress p"

@@ -46,3 +46,8 @@ def check_dann_config(config: Any, defaults: Mapping[str, Any]) -> None:
     hidden = config.discriminator_hidden
     if isinstance(hidden, bool) or not isinstance(hidden, int) or hidden < 1:
         raise UserInputError(f"--discriminator-hidden must be a positive integer (hidden units); got {hidden!r}.")
+    threshold = config.pseudo_label_threshold
+    if threshold is not None and not (isinstance(threshold, (int, float)) and not isinstance(threshold, bool)
+                                      and 0.5 <= threshold < 1):
+        raise UserInputError(f"--pseudo-label-threshold must be in [0.5, 1) (a predicted probability, e.g. 0.9); "
+                             f"got {threshold!r}.")

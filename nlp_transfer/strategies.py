@@ -251,7 +251,7 @@ class Dann(Strategy):
     description = ("domain-adversarial fine-tuning (DANN): every weight trained, with a domain discriminator on the "
                    "pooled output through gradient reversal (training only, not saved)")
     options = ("target_file", "target_text_column", "source_weight", "target_weight", "adversarial_weight",
-               "grl_schedule", "discriminator_hidden")
+               "grl_schedule", "discriminator_hidden", "pseudo_label_threshold")
     trains_every_embedding_row = True
     DEFAULTS = {"source_weight": 1.0, "target_weight": 1.0, "adversarial_weight": 0.1, "grl_schedule": "ganin",
                 "discriminator_hidden": 256}

@@ -45,6 +45,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--adversarial-weight", type=float, default=0.1)
     parser.add_argument("--grl-schedule", default="ganin")
     parser.add_argument("--discriminator-hidden", type=int, default=256)
+    parser.add_argument("--pseudo-label-threshold", type=float, default=None)
     parser.add_argument("--lm-epochs", type=int, default=1)
     parser.add_argument("--lm-learning-rate", type=float, default=5e-5)
     parser.add_argument("--lm-head-warmup-steps", type=int, default=300)
@@ -96,7 +97,8 @@ def _run_arm(arm: str, seed: int, args: argparse.Namespace, target: Path, encode
     )
     if arm.endswith("dann"):
         settings.update(strategy="dann", target_file=str(target), adversarial_weight=args.adversarial_weight,
-                        grl_schedule=args.grl_schedule, discriminator_hidden=args.discriminator_hidden)
+                        grl_schedule=args.grl_schedule, discriminator_hidden=args.discriminator_hidden,
+                        pseudo_label_threshold=args.pseudo_label_threshold)
     started = time.perf_counter()
     result = train(TrainConfig(**settings))
     test = result.metrics["test"]

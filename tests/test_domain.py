@@ -121,6 +121,16 @@ def test_dann_run_saves_a_plain_classifier_and_reports_the_discriminator(tiny_co
     assert config["target_file"] == "target.csv"  # published by name, like the other data files
 
 
+def test_pseudo_labels_join_the_target_loss(tiny_config, tmp_path):
+    unlabelled = write_csv(tmp_path / "unlabelled.csv", [(t, "") for t, _ in synthetic_rows(60, seed=12)])
+    result = train(tiny_config(strategy="dann", target_file=str(unlabelled), pseudo_label_threshold=0.6,
+                               adversarial_weight=0.0))
+    logs = [entry["train_logs"] for entry in result.summary["history"]]
+    assert logs[0]["pseudo_labelled_fraction"] < logs[-1]["pseudo_labelled_fraction"]  # more rows once it learned
+    assert logs[-1]["loss_target"] > 0 and "pseudo_labels" in result.summary["objective"]
+    assert result.metrics["test"]["accuracy"] >= 0.85
+
+
 def test_dann_resumes_exactly_after_a_crash(tiny_config, target_csv, tmp_path):
     settings = dict(strategy="dann", target_file=str(target_csv), epochs=2, checkpoint_every=4, adversarial_weight=0.5)
     reference = train(tiny_config(output_dir=str(tmp_path / "reference"), **settings))
@@ -154,6 +164,8 @@ def test_dann_resumes_exactly_after_a_crash(tiny_config, target_csv, tmp_path):
          r"leave no supervised loss"),
         ({"strategy": "dann", "target_file": "t.csv", "grl_schedule": "linear"}, r"--grl-schedule 'linear' is unknown"),
         ({"strategy": "dann", "target_file": "t.csv", "discriminator_hidden": 0}, r"--discriminator-hidden must be"),
+        ({"strategy": "dann", "target_file": "t.csv", "pseudo_label_threshold": 1.0},
+         r"--pseudo-label-threshold must be in \[0.5, 1\)"),
     ],
 )
 def test_bad_dann_settings_are_refused(overrides, message):
