@@ -23,6 +23,7 @@ import csv
 import json
 import logging
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--lm-head-warmup-steps", type=int, default=300)
     parser.add_argument("--lm-seed", type=int, default=0)
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     return parser.parse_args()
 
@@ -122,15 +124,23 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown arm(s): {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     seeds = [int(s) for s in args.seeds.split(",")]
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     report = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}, "arms": {}}
     with tempfile.TemporaryDirectory(prefix="bench-domain-") as tmp:
         work = Path(tmp)
         target = _target_texts(args.data, work, args.target_samples)
         encoder = None
-        if any("adapt-lm" in a for a in arms):
-            encoder, report["adapt_lm"] = _adapted_encoder(args, target, work)
         for arm in arms:
-            runs = [_run_arm(arm, seed, args, target, encoder, work) for seed in seeds]
+            if "adapt-lm" in arm and encoder is None:  # trained once, when the first arm needs it
+                encoder, report["adapt_lm"] = _adapted_encoder(args, target, work)
+                print(json.dumps({"adapt_lm": report["adapt_lm"]}), file=sys.stderr, flush=True)
+            runs = []
+            for seed in seeds:
+                runs.append(_run_arm(arm, seed, args, target, encoder, work))
+                print(json.dumps({"arm": arm, **runs[-1]}), file=sys.stderr, flush=True)  # partial results
             report["arms"][arm] = {"runs": runs, **{k: _stats([r[k] for r in runs]) for k in
                                                     ("accuracy", "f1_macro", "wall_s")}}
     base = report["arms"].get("source-only")

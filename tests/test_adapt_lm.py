@@ -96,3 +96,18 @@ def test_an_existing_model_folder_is_not_replaced_without_overwrite(adapted, tin
                  "--new-mlm-head"])
     assert code == 2 and "already holds a model" in capsys.readouterr().err
     assert (Path(adapted.output_dir) / "model.safetensors").read_bytes() == before
+
+
+def test_every_adapt_lm_setting_is_an_option_listed_once():
+    import dataclasses
+
+    from nlp_transfer.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["adapt-lm", "texts.csv"])
+    fields = dataclasses.fields(AdaptLmConfig)
+    assert AdaptLmConfig(**{f.name: getattr(args, f.name) for f in fields}) == AdaptLmConfig("texts.csv")
+    help_text = parser._subparsers._group_actions[0].choices["adapt-lm"].format_help()
+    for f in fields:
+        shown = f.metadata.get("metavar") if f.metadata.get("positional") else "--" + f.name.replace("_", "-")
+        assert len(re.findall(rf"(?m)^  {re.escape(shown)}(?=[ ,\n])", help_text)) == 1, shown
