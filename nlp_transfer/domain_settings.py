@@ -11,9 +11,15 @@ from typing import Any, Mapping
 from .errors import UserInputError
 
 GRL_SCHEDULES = ("ganin", "constant")
+DANN_DESCRIPTION = ("domain-adversarial fine-tuning (DANN): every weight trained, with a domain discriminator on the "
+                    "pooled output through gradient reversal (training only, not saved)")
+DANN_OPTIONS = ("target_file", "target_text_column", "source_weight", "target_weight", "adversarial_weight",
+                "grl_schedule", "discriminator_hidden", "pseudo_label_threshold")
+DANN_DEFAULTS: Mapping[str, Any] = {"source_weight": 1.0, "target_weight": 1.0, "adversarial_weight": 0.1,
+                                    "grl_schedule": "ganin", "discriminator_hidden": 256}
 
 
-def check_dann_config(config: Any, defaults: Mapping[str, Any]) -> None:
+def check_dann_config(config: Any, defaults: Mapping[str, Any] = DANN_DEFAULTS) -> None:
     """Fill in the defaults of the dann options and refuse values that cannot train.
 
     Args:

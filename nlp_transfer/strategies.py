@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .domain_settings import DANN_DESCRIPTION, DANN_OPTIONS, check_dann_config
 from .errors import UserInputError
 from .layers import encoder_of, layer_groups, num_layers, set_trainable
 
@@ -245,22 +246,12 @@ class Lora(Strategy):
 
 
 class Dann(Strategy):
-    """Domain-adversarial fine-tuning (Ganin et al. 2016); the objective lives in :mod:`nlp_transfer.domain`."""
-
-    name = "dann"
-    description = ("domain-adversarial fine-tuning (DANN): every weight trained, with a domain discriminator on the "
-                   "pooled output through gradient reversal (training only, not saved)")
-    options = ("target_file", "target_text_column", "source_weight", "target_weight", "adversarial_weight",
-               "grl_schedule", "discriminator_hidden", "pseudo_label_threshold")
-    trains_every_embedding_row = True
-    DEFAULTS = {"source_weight": 1.0, "target_weight": 1.0, "adversarial_weight": 0.1, "grl_schedule": "ganin",
-                "discriminator_hidden": 256}
+    """Domain-adversarial fine-tuning: options in :mod:`.domain_settings`, the objective in :mod:`.domain`."""
+    name, description, options, trains_every_embedding_row = "dann", DANN_DESCRIPTION, DANN_OPTIONS, True
 
     @classmethod
     def check_config(cls, config: "TrainConfig") -> None:
-        from .domain_settings import check_dann_config
-
-        check_dann_config(config, cls.DEFAULTS)
+        check_dann_config(config)
 
     def check_model(self, model: "nn.Module") -> None:
         from .domain import feature_size
