@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from .config_checks import MAX_SEED, check_numbers  # noqa: F401  (MAX_SEED: part of this module's API)
 from .errors import UserInputError, check_positive_int
 from .hub_ids import DEFAULT_MODEL, check_repo_id
 from .pooling import POOLINGS, check_pooling_settings
@@ -25,19 +25,6 @@ from .tracking import check_report_to
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
 STRATEGIES = tuple(_STRATEGY_CLASSES)
-
-
-MAX_SEED = 2**32 - 1  # what numpy and torch seeding accept
-
-
-def _in_range(value: Any, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False,
-              hint: str = "") -> None:
-    """Refuse a setting that is not a finite number within [low, high] (or open ends)."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        raise UserInputError(f"{name} must be in {bounds} (a finite number); got {value!r}.{hint}")
 
 
 def _opt(default: Any, help: str, group: str, **meta: Any) -> Any:
@@ -205,7 +192,8 @@ class TrainConfig:
         "What to train: finetune (everything), feature-extraction (frozen encoder, head trained on cached "
         "encoder outputs), freeze (embeddings + bottom --freeze-layers layers frozen), gradual-unfreeze (one "
         "layer group unfrozen per epoch, from the top), lora (low-rank adapters, merged at save), contrastive (few "
-        "labelled rows: encoder tuned on sentence pairs, then the head fit on it; SetFit's recipe).", "model",
+        "labelled rows: encoder tuned on sentence pairs, then the head fit on it; SetFit's recipe), dann (fine-tuning "
+        "with a domain discriminator through gradient reversal, for --target-file texts).", "model",
         choices=STRATEGIES, metavar="STRATEGY",
     )
     freeze_layers: Optional[int] = _opt(
@@ -290,6 +278,40 @@ class TrainConfig:
         "compares the runs of runs/*.", "output", metavar="DIR",
     )
 
+    # --- domain adaptation (issue 15) ---
+    target_file: Optional[str] = _opt(
+        None, "With --strategy dann: CSV of target-domain texts (unlabelled, or labelled in --label-column for some or "
+        "all rows). The model learns features that do not tell source from target.", "model", metavar="FILE",
+    )
+    target_text_column: Optional[str] = _opt(
+        None, "With --strategy dann: text column of --target-file (default: --text-column).", "model",
+        metavar="COLUMN",
+    )
+    source_weight: Optional[float] = _opt(
+        None, "With --strategy dann: weight a of the source loss in L = a*L_src + b*L_tgt + c*L_adv (default 1).",
+        "model", metavar="A",
+    )
+    target_weight: Optional[float] = _opt(
+        None, "With --strategy dann: weight b of the loss on target rows that carry a label (default 1).", "model",
+        metavar="B",
+    )
+    adversarial_weight: Optional[float] = _opt(
+        None, "With --strategy dann: weight c of the domain discriminator's loss, reversed into the encoder "
+        "(default 0.1).", "model", metavar="C",
+    )
+    grl_schedule: Optional[str] = _opt(
+        None, "With --strategy dann: gradient-reversal coefficient over training progress p: ganin "
+        "(2/(1+exp(-10p))-1, from 0 to 1) or constant (1). Default: ganin.", "model", choices=("ganin", "constant"),
+    )
+    discriminator_hidden: Optional[int] = _opt(
+        None, "With --strategy dann: hidden units of the domain discriminator (an MLP on the pooled output; "
+        "default 256).", "model", metavar="N",
+    )
+    pseudo_label_threshold: Optional[float] = _opt(
+        None, "With --strategy dann: unlabelled target rows that the model itself classifies with a probability of at "
+        "least T count in L_tgt with that predicted label (self-training). Default: off.", "model", metavar="T",
+    )
+
     def __post_init__(self) -> None:
         check_task_settings(self)  # problem types (issue 16); fills metric_for_best_model
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps"):
@@ -298,7 +320,7 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UserInputError(f"{name} must be at least 1 (an integer); got {value!r}.")
-        self._check_numbers()
+        check_numbers(self)
         if self.metric_for_best_model not in METRIC_NAMES:
             raise UserInputError(
                 f"metric_for_best_model {self.metric_for_best_model!r} is unknown; "
@@ -326,23 +348,6 @@ class TrainConfig:
         check_small_data_setting(self)
         check_pooling_settings(self)
         check_report_to(self)  # issue 20
-
-    def _check_numbers(self) -> None:
-        """Refuse non-finite, out-of-range and implausible numbers before any work."""
-        lr = self.learning_rate
-        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 < lr <= 1:
-            raise UserInputError(
-                f"learning_rate must be > 0 and at most 1; got {lr!r}. AdamW on a pretrained encoder wants 1e-5 to "
-                "5e-4 (a typo such as 1e6 for 1e-6 would train to NaN)."
-            )
-        _in_range(self.weight_decay, "weight_decay", 0, 1, hint=" (0.01 is usual)")
-        _in_range(self.warmup_ratio, "warmup_ratio", 0, 1, high_open=True)
-        _in_range(self.max_grad_norm, "max_grad_norm", 0, 1e6, hint=" (0 turns clipping off)")
-        vs = self.validation_split
-        if isinstance(vs, bool) or not isinstance(vs, (int, float)) or not 0 < vs < 1:
-            raise UserInputError(f"validation_split must be between 0 and 1 (e.g. 0.1); got {vs!r}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise UserInputError(f"seed must be an integer from 0 to {MAX_SEED}; got {self.seed!r}.")
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-ready values."""

@@ -39,7 +39,7 @@ _HYPERPARAMETERS = (
     "strategy", "freeze_layers", "layer_lr_decay", "lora_r", "lora_alpha", "lora_dropout", "pooling",
 )
 # File settings reduced to their names in what a model folder publishes; settings of the run, not the model.
-_FILE_SETTINGS = ("train_file", "validation_file", "test_file", "output_dir", "logging_dir")
+_FILE_SETTINGS = ("train_file", "validation_file", "test_file", "output_dir", "logging_dir", "target_file")
 _NOT_REPRODUCED = ("output_dir", "overwrite", "resume", "push_to_hub", "hub_private", "report_to", "logging_dir")
 
 

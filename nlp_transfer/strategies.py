@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .domain_settings import DANN_DESCRIPTION, DANN_OPTIONS, check_dann_config
 from .errors import UserInputError
 from .layers import encoder_of, layer_groups, set_trainable
 
@@ -310,8 +311,30 @@ def _fixed_modules(model: "nn.Module") -> list[str]:
     return [name for name, module in model.named_modules() if id(module) in inside and name]
 
 
+class Dann(Strategy):
+    """Domain-adversarial fine-tuning: options in :mod:`.domain_settings`, the objective in :mod:`.domain`."""
+    name, description, options, trains_every_embedding_row = "dann", DANN_DESCRIPTION, DANN_OPTIONS, True
+
+    @classmethod
+    def check_config(cls, config: "TrainConfig") -> None:
+        check_dann_config(config)
+
+    def check_model(self, model: "nn.Module") -> None:
+        from .domain import feature_size
+
+        self.feature_size = feature_size(model, self.config.model)
+
+    def input_files(self) -> dict[str, str]:
+        return {"target_file": self.config.target_file}
+
+    def make_objective(self, task: Any) -> Any:
+        from .domain import DannObjective
+
+        return DannObjective(task, self.config, self.feature_size)
+
+
 STRATEGIES: dict[str, type[Strategy]] = {
-    cls.name: cls for cls in (Finetune, FeatureExtraction, Freeze, GradualUnfreeze, Lora, Contrastive)
+    cls.name: cls for cls in (Finetune, FeatureExtraction, Freeze, GradualUnfreeze, Lora, Contrastive, Dann)
 }
 
 

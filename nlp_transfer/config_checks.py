@@ -1,0 +1,41 @@
+"""Range checks of TrainConfig's numeric settings: finite, within bounds, and plausible.
+
+A typo such as ``1e6`` for ``1e-6`` must stop a run before any work, not train to NaN weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .errors import UserInputError
+
+MAX_SEED = 2**32 - 1  # what numpy and torch seeding accept
+
+
+def _in_range(value: Any, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False,
+              hint: str = "") -> None:
+    """Refuse a setting that is not a finite number within [low, high] (or open ends)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        bounds = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise UserInputError(f"{name} must be in {bounds} (a finite number); got {value!r}.{hint}")
+
+
+def check_numbers(config: Any) -> None:
+    """Refuse non-finite, out-of-range and implausible numbers before any work."""
+    lr = config.learning_rate
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or not 0 < lr <= 1:
+        raise UserInputError(
+            f"learning_rate must be > 0 and at most 1; got {lr!r}. AdamW on a pretrained encoder wants 1e-5 to "
+            "5e-4 (a typo such as 1e6 for 1e-6 would train to NaN)."
+        )
+    _in_range(config.weight_decay, "weight_decay", 0, 1, hint=" (0.01 is usual)")
+    _in_range(config.warmup_ratio, "warmup_ratio", 0, 1, high_open=True)
+    _in_range(config.max_grad_norm, "max_grad_norm", 0, 1e6, hint=" (0 turns clipping off)")
+    vs = config.validation_split
+    if isinstance(vs, bool) or not isinstance(vs, (int, float)) or not 0 < vs < 1:
+        raise UserInputError(f"validation_split must be between 0 and 1 (e.g. 0.1); got {vs!r}.")
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed <= MAX_SEED:
+        raise UserInputError(f"seed must be an integer from 0 to {MAX_SEED}; got {config.seed!r}.")
