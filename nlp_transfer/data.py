@@ -19,7 +19,9 @@ from datasets import ClassLabel, Dataset
 
 from .csv_files import read_csv, require_columns  # noqa: F401  (require_columns: part of this module's API)
 from .errors import UserInputError
+from .long_text import LongText
 from .modeling import check_text_room
+from .windows import check_fits, encode_texts, head_tail_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -126,30 +128,48 @@ def load_split(path: str, role: str, columns: TextColumns, name: Optional[str] =
     return ds
 
 
-def make_tokenize_fn(tokenizer: Any, columns: TextColumns, max_length: int, label2id: Optional[dict[str, int]]):
-    """A batched ``map`` function: texts → ``input_ids`` (unpadded), ``labels`` and ``length``."""
+def make_tokenize_fn(tokenizer: Any, columns: TextColumns, max_length: int, label2id: Optional[dict[str, int]],
+                     long_text: LongText = LongText()):
+    """A batched ``map`` function (with indices): texts → ``input_ids`` (unpadded), ``labels`` and ``length``.
 
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+    With sliding windows a text gives several rows, each with its text's label, its row number in
+    the split (``document``) and ``cut`` (True on the first window of a text capped at ``max_windows``).
+    """
+
+    def tokenize(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         pairs = batch[columns.text_pair] if columns.text_pair else None
-        enc = tokenizer(batch[columns.text], pairs, truncation=True, max_length=max_length)
+        encoded = encode_texts(tokenizer, batch[columns.text], pairs, max_length, long_text)
+        enc: dict[str, list] = dict(encoded.features)
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
         if label2id is not None:
-            enc["labels"] = [label2id[v.strip()] for v in batch[columns.label]]
+            ids = [label2id[v.strip()] for v in batch[columns.label]]
+            enc["labels"] = [ids[d] for d in encoded.documents]
+        if long_text.windows:
+            enc["document"] = [indices[d] for d in encoded.documents]
+            enc["cut"] = encoded.cut
         return enc
 
     return tokenize
 
 
 def tokenize(ds: Dataset, tokenizer: Any, columns: TextColumns, max_length: int,
-             label2id: Optional[dict[str, int]], desc: str) -> Dataset:
-    """Tokenize ``ds`` once (cached by ``datasets`` next to the CSV's Arrow file)."""
-    fn = make_tokenize_fn(tokenizer, columns, max_length, label2id)
-    return ds.map(fn, batched=True, batch_size=1000, remove_columns=ds.column_names, desc=desc)
+             label2id: Optional[dict[str, int]], desc: str, long_text: LongText = LongText()) -> Dataset:
+    """Tokenize ``ds`` once (cached by ``datasets`` next to the CSV's Arrow file), as ``long_text`` says."""
+    fn = make_tokenize_fn(tokenizer, columns, max_length, label2id, long_text)
+    return ds.map(fn, batched=True, batch_size=1000, with_indices=True, remove_columns=ds.column_names, desc=desc)
+
+
+def first_rows(ds: Dataset) -> np.ndarray:
+    """Positions of each text's first row: every row, unless sliding windows gave a text several."""
+    if "document" not in ds.column_names:
+        return np.arange(ds.num_rows)
+    return np.unique(column(ds, "document").to_numpy(), return_index=True)[1]
 
 
 def label_counts(ds: Dataset, labels: Sequence[str]) -> dict[str, int]:
-    """Rows per label name in a tokenized dataset (``labels`` column of ids)."""
-    counts = np.bincount(np.asarray(column(ds, "labels").to_numpy(), dtype=np.int64), minlength=len(labels))
+    """Texts per label name in a tokenized dataset (``labels`` column of ids; a text's windows count once)."""
+    ids = np.asarray(column(ds, "labels").to_numpy(), dtype=np.int64)[first_rows(ds)]
+    counts = np.bincount(ids, minlength=len(labels))
     return {name: int(n) for name, n in zip(labels, counts)}
 
 
@@ -164,6 +184,7 @@ class PreparedData:
     label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     truncated_fraction: float = 0.0
     validation_source: str = "file"
+    long_text: dict[str, Any] = field(default_factory=dict)  # see long_text_record
 
 
 def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
@@ -175,6 +196,8 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
     """
     columns = TextColumns(config.text_column, config.text_pair_column, config.label_column)
     check_text_room(config.max_length, tokenizer, pair=columns.text_pair is not None)
+    long_text = LongText.from_config(config)
+    check_fits(long_text, config.max_length, tokenizer)
     train_raw = load_split(config.train_file, "training", columns)
     labels = sort_labels(label_values(train_raw, columns.label, "training", config.train_file))
     if len(labels) < 2:
@@ -188,7 +211,7 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
         train_raw = train_raw.shuffle(seed=config.seed).select(range(config.max_train_samples))
 
     def tokenized(ds: Dataset, split: str) -> Dataset:
-        return tokenize(ds, tokenizer, columns, config.max_length, label2id, f"Tokenizing {split} data")
+        return tokenize(ds, tokenizer, columns, config.max_length, label2id, f"Tokenizing {split} data", long_text)
 
     train = tokenized(train_raw, "training").cast_column("labels", ClassLabel(names=labels))
     _refuse_labels_without_rows(train, labels, config)
@@ -199,14 +222,43 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
         train, validation, source = split_validation(train, labels, config.validation_split, config.seed)
     test = tokenized(others["test"], "test") if "test" in others else None
 
-    lengths = column(train, "length").to_numpy()
-    truncated = float(np.mean(lengths >= config.max_length)) if len(lengths) else 0.0
-    if truncated > 0.05:
-        logger.warning("%.0f%% of training texts were cut at --max-length %d tokens.", 100 * truncated, config.max_length)
-    counts = {"train": label_counts(train, labels), "validation": label_counts(validation, labels)}
-    if test is not None:
-        counts["test"] = label_counts(test, labels)
-    return PreparedData(train, validation, test, labels, counts, truncated, source)
+    splits = {"train": train, "validation": validation, **({"test": test} if test is not None else {})}
+    counts = {name: label_counts(ds, labels) for name, ds in splits.items()}
+    truncated = _unread_fraction(train, config.max_length, long_text)
+    return PreparedData(train, validation, test, labels, counts, truncated, source,
+                        long_text_record(long_text, splits, config.max_length, tokenizer))
+
+
+def _unread_fraction(train: Dataset, max_length: int, long_text: LongText) -> float:
+    """The share of training texts not read in full (cut, middle dropped, or windows capped); warns above 5%."""
+    if long_text.windows:
+        cut = column(train, "cut").to_numpy(zero_copy_only=False)
+        fraction = float(cut.sum() / max(1, len(first_rows(train))))
+        how = f"had more than --max-windows {long_text.max_windows} windows; the rest of them is not read"
+    else:
+        lengths = column(train, "length").to_numpy()
+        fraction = float(np.mean(lengths >= max_length)) if len(lengths) else 0.0
+        how = f"were cut at --max-length {max_length} tokens" + (
+            " (their middle dropped)" if long_text.mode == "head-tail" else
+            "; --long-text sliding-window or head-tail reads more of them")
+    if fraction > 0.05:
+        logger.warning("%.0f%% of training texts %s.", 100 * fraction, how)
+    return fraction
+
+
+def long_text_record(long_text: LongText, splits: dict[str, Dataset], max_length: int, tokenizer: Any) -> dict[str, Any]:
+    """What ``training_summary.json`` (and the card) say about long texts: per split the texts, windows and
+    texts capped at ``max_windows``; for head+tail the tokens kept from each end."""
+    if long_text.windows:
+        return {"mode": long_text.mode, "splits": {
+            name: {"texts": len(first_rows(ds)), "windows": ds.num_rows,
+                   "capped_texts": int(column(ds, "cut").to_numpy(zero_copy_only=False).sum())}
+            for name, ds in splits.items()}}
+    if long_text.mode == "head-tail":
+        before, head, tail, after = head_tail_tokens(tokenizer, max_length, long_text.head_fraction)
+        return {"mode": long_text.mode, "head_tokens": head, "tail_tokens": tail, "special_tokens_before": before,
+                "special_tokens_after": after}
+    return {}
 
 
 def _other_splits(config: Any, columns: TextColumns, labels: list[str]) -> dict[str, Dataset]:
@@ -256,21 +308,28 @@ def split_validation(ds: Dataset, labels: Sequence[str], fraction: float, seed: 
     Raises:
         UserInputError: too few rows to hold anything out.
     """
-    ids = np.asarray(column(ds, "labels").to_numpy(), dtype=np.int64)
+    # A text's windows stay together: the split draws texts (their first rows), then takes all their rows.
+    firsts = first_rows(ds)
+    ids = np.asarray(column(ds, "labels").to_numpy(), dtype=np.int64)[firsts]
     counts = np.bincount(ids, minlength=len(labels))
     rare = [labels[i] for i in np.flatnonzero((counts > 0) & (counts < 2))]
     pool = np.where(counts >= 2, counts, 0)
     n_val = max(1, round(int(pool.sum()) * fraction))
-    if not pool.any() or ds.num_rows - n_val < 1:
+    if not pool.any() or len(firsts) - n_val < 1:
         raise UserInputError(
-            f"only {ds.num_rows} training rows ({'no class has' if not pool.any() else 'too few, even with'} 2 or more "
+            f"only {len(firsts)} training rows ({'no class has' if not pool.any() else 'too few, even with'} 2 or more "
             "rows): too few to hold out a validation split; pass --validation-file."
         )
     quota = _shares(pool, fraction, min(n_val, int((pool - 1).clip(min=0).sum())))
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(np.flatnonzero(ids == k))[:quota[k]] for k in range(len(labels))]
     val_rows = np.sort(np.concatenate(chosen))
-    train_rows = np.setdiff1d(np.arange(ds.num_rows), val_rows, assume_unique=True)
+    if "document" in ds.column_names:  # texts → all their rows
+        documents = column(ds, "document").to_numpy()
+        in_validation = np.isin(documents, documents[firsts[val_rows]])
+        val_rows, train_rows = np.flatnonzero(in_validation), np.flatnonzero(~in_validation)
+    else:
+        train_rows = np.setdiff1d(np.arange(ds.num_rows), val_rows, assume_unique=True)
     description = f"{fraction:g} of the training file, stratified by label, seed {seed}"
     if rare:
         description += f"; {len(rare)} class(es) with fewer than 2 rows ({_name_classes(rare)}) kept in training only"

@@ -18,13 +18,19 @@ from .data import TextColumns, label_values, load_split, tokenize
 from .errors import UserInputError, check_positive_int
 from .modeling import check_text_room, load_trained, training_settings
 from .sampler import eval_loader
+from .long_text import LongText
 from .task import Task, task_for_model
+from .windows import check_fits, pool_windows
 
 
 @torch.inference_mode()
 def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: Task,
-                    desc: str = "Evaluating") -> dict[str, Any]:
+                    desc: str = "Evaluating", window_pooling: Optional[str] = None) -> dict[str, Any]:
     """Score ``model`` on a prepared loader and return the task's metrics report.
+
+    Batches with a ``document`` column hold sliding windows: their logits are gathered from every
+    process, pooled per text (:func:`~nlp_transfer.windows.pool_windows`) and only then turned into
+    predictions, so the report counts each text once, whatever its number of windows.
 
     Args:
         model: a sequence classifier (possibly wrapped by ``accelerator.prepare``).
@@ -32,15 +38,25 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
         accelerator: the run's accelerator, used to gather predictions from every process.
         task: turns logits into predictions and computes the report.
         desc: progress bar title.
+        window_pooling: ``mean`` (the default) or ``max`` of the window logits of a text.
     """
     was_training = model.training
     model.eval()
     report = task.new_report()
+    windows: list[tuple[torch.Tensor, ...]] = []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         references = batch.pop("labels")
-        predictions = task.predictions(model(**batch).logits)
-        predictions, references = accelerator.gather_for_metrics((predictions, references))
+        documents = batch.pop("document", None)
+        logits = model(**batch).logits
+        if documents is not None:
+            windows.append(tuple(t.cpu() for t in accelerator.gather_for_metrics((logits, documents, references))))
+            continue
+        predictions, references = accelerator.gather_for_metrics((task.predictions(logits), references))
         report.add_batch(predictions, references)
+    if windows:
+        logits, documents, references = (torch.cat(parts) for parts in zip(*windows))
+        _, pooled, first = pool_windows(logits, documents, window_pooling or "mean")
+        report.add_batch(task.predictions(pooled), references[first])
     model.train(was_training)
     return report.compute()
 
@@ -51,7 +67,8 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
     """Score a trained model folder on a labelled CSV.
 
     Column names and ``max_length`` default to those the model was trained with
-    (``training_config.json``), else ``text`` / ``label`` and the tokenizer's limit.
+    (``training_config.json``), else ``text`` / ``label`` and the tokenizer's limit. Long texts are
+    read as in training (``--long-text``, saved with the model); metrics count texts, not windows.
 
     Args:
         model_dir: folder written by ``nlp-transfer train`` (or any sequence classifier).
@@ -80,7 +97,10 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
     length = max_length or settings.get("max_length") or min(tokenizer.model_max_length, 512)
     if max_length is not None:
         check_text_room(length, tokenizer, pair=columns.text_pair is not None, flag="max_length")
+    # Long texts are read as in training (truncation, head+tail or windows pooled per text).
+    long_text = LongText.from_saved(settings, model.config, length, model_dir)
+    check_fits(long_text, length, tokenizer, flag="max_length")
     with accelerator.main_process_first():
-        ds = tokenize(ds, tokenizer, columns, length, task.label2id, "Tokenizing test data")
+        ds = tokenize(ds, tokenizer, columns, length, task.label2id, "Tokenizing test data", long_text)
     model, loader = accelerator.prepare(model, eval_loader(ds, tokenizer, batch_size))
-    return evaluate_loader(model, loader, accelerator, task)
+    return evaluate_loader(model, loader, accelerator, task, window_pooling=long_text.window_pooling)

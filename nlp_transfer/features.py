@@ -2,9 +2,9 @@
 
 With the encoder frozen, its output for a text never changes, so the ``feature-extraction``
 strategy runs the encoder once per text (eval mode, no dropout, no graph) and stores the [CLS]
-vectors as a ``datasets`` Arrow folder. The cache key is the content of what determines the
-vectors: the encoder's weights and architecture settings, the token ids of every row, the
-``max_length`` and the pooling. A second epoch, a second run with another seed or learning rate,
+vectors as a ``datasets`` Arrow folder, one per model row (with sliding windows: per window). The
+cache key is the content of what determines the vectors: the encoder's weights and architecture
+settings, the token ids of every row (so the windows), the ``max_length`` and the pooling. A second epoch, a second run with another seed or learning rate,
 or the validation pass all read the cache; changing the model, the data or the length re-encodes.
 
 The head trained on the cache is the model's own: for BERT the pooler (dense + tanh on [CLS])
@@ -232,10 +232,13 @@ def cached_features(classifier_model: nn.Module, ds: Dataset, tokenizer: Any, ma
     return load_from_disk(str(path))
 
 
-def _with_labels(features: Dataset, ds: Dataset) -> Dataset:
+def _with_labels(features: Dataset, ds: Dataset, documents: bool = False) -> Dataset:
     # Labels come from the current data, not the cache: the same texts may be labelled differently.
     labels = column(ds, "labels").to_numpy(zero_copy_only=False).astype(np.int64)
-    return features.add_column("labels", labels.tolist()).with_format("torch")
+    features = features.add_column("labels", labels.tolist())
+    if documents and "document" in ds.column_names:  # sliding windows: scoring pools them per text
+        features = features.add_column("document", column(ds, "document").to_pylist())
+    return features.with_format("torch")
 
 
 def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config: Any,
@@ -261,7 +264,7 @@ def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config
     for name, ds in (("train", data.train), ("validation", data.validation)):
         features = cached_features(model, ds, tokenizer, config.max_length, config.pooling, cache_dir,
                                    config.eval_batch_size, device, stats, model_hash)
-        splits[name] = _with_labels(features, ds)
+        splits[name] = _with_labels(features, ds, documents=name == "validation")
     if stats.rows_encoded:
         logger.info("encoded %d texts once; features cached in %s", stats.rows_encoded, cache_dir)
     else:
