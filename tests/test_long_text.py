@@ -249,9 +249,9 @@ def test_feature_extraction_caches_one_vector_per_window(tiny_model_dir, long_fi
 
 
 def test_resume_with_windows_equals_an_uninterrupted_run(tiny_model_dir, long_files, tmp_path):
-    settings = dict(epochs=2, checkpoint_every=15, **WINDOW_SETTINGS)  # 40 steps per epoch
+    settings = dict(epochs=1, checkpoint_every=15, **WINDOW_SETTINGS)  # 40 steps
     reference = train(long_config(tiny_model_dir, long_files, tmp_path / "reference", **settings))
-    handle = crash_after(50)  # mid epoch 2, after the checkpoint of step 45
+    handle = crash_after(20)  # after the checkpoint of step 15
     try:
         with pytest.raises(KeyboardInterrupt):
             train(long_config(tiny_model_dir, long_files, tmp_path / "crashed", **settings))
