@@ -169,7 +169,8 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None,
     }
     context["task_section"] = jinja2.Template(task.card_section(), keep_trailing_newline=True).render(**context)
     context.update(long_text_card(config, summary, problem))
-    context["long_text_section"] = _render_part("long_text.md", context)
+    section = _render_part("long_text.md", context).strip()
+    context["long_text_section"] = f"{section}\n\n" if section else ""
     context["card_data"] = _card_data(config, metrics, context, dataset_name, named, is_hub_id)
     return context
 
