@@ -129,6 +129,23 @@ def test_a_stride_too_large_for_the_tokenizer_stops_before_anything_is_written(t
     assert not (tmp_path / "out").exists()
 
 
+def test_the_validation_split_draws_whole_texts_with_all_their_windows():
+    from datasets import Dataset
+
+    from nlp_transfer.data import label_counts, split_validation
+
+    # 40 texts of 1 to 4 windows each; labels alternate by text.
+    documents = [doc for doc in range(40) for _ in range(doc % 4 + 1)]
+    ds = Dataset.from_dict({"document": documents, "labels": [doc % 2 for doc in documents],
+                            "length": [16] * len(documents)})
+    train_part, validation, _ = split_validation(ds, ["neg", "pos"], 0.25, seed=3)
+    held_out, kept = set(validation["document"]), set(train_part["document"])
+    assert not held_out & kept and held_out | kept == set(range(40))
+    assert len(held_out) == 10  # a quarter of the texts, not of the windows
+    assert validation.num_rows == sum(doc % 4 + 1 for doc in held_out)  # every window of a held-out text
+    assert label_counts(validation, ["neg", "pos"]) == {"neg": 5, "pos": 5}
+
+
 # --- training, evaluation, prediction ------------------------------------------------------------------
 
 def test_windows_read_what_truncation_cannot_and_metrics_count_documents(window_model, tiny_model_dir, long_files,
