@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config_checks import MAX_SEED, check_numbers  # noqa: F401  (MAX_SEED: part of this module's API)
+from .config_checks import check_numbers
 from .errors import UserInputError, check_positive_int
 from .hub_ids import DEFAULT_MODEL, check_repo_id
+from .long_text import DEFAULT_HEAD_FRACTION, DEFAULT_MAX_WINDOWS, LONG_TEXT_MODES, WINDOW_POOLINGS, check_long_text_settings
 from .pooling import POOLINGS, check_pooling_settings
-from .strategies import check_strategy_settings
-from .strategies import STRATEGIES as _STRATEGY_CLASSES
+from .strategies import STRATEGIES as _STRATEGY_CLASSES, check_strategy_settings
 from .task_config import METRIC_NAMES, REGRESSION_LOSSES, TASK_KINDS, check_task_settings
 from .small_data import check_small_data_setting
 from .tracking import check_report_to
@@ -91,7 +91,7 @@ class TrainConfig:
         metavar="FRACTION",
     )
     max_length: int = _opt(
-        256, "Longest input in tokens; longer texts are truncated. At most the model's own limit (512 for BERT).",
+        256, "Longest input in tokens; longer texts are cut, or read as --long-text says. At most the model's own limit (512 for BERT).",
         "data", metavar="TOKENS",
     )
     gradient_accumulation_steps: int = _opt(
@@ -312,6 +312,31 @@ class TrainConfig:
         "least T count in L_tgt with that predicted label (self-training). Default: off.", "model", metavar="T",
     )
 
+    # --- long documents (issue 19) ---
+    long_text: str = _opt(
+        "truncate", "How texts longer than --max-length are read: truncate (cut at --max-length), head-tail (keep "
+        "the first and the last tokens, see --head-fraction) or sliding-window (every window of --max-length tokens "
+        "is a training row; evaluation and prediction pool the window logits per text). Saved with the model and "
+        "applied by evaluate, predict and load_classifier.", "data", choices=LONG_TEXT_MODES, metavar="MODE",
+    )
+    stride: Optional[int] = _opt(
+        None, "With --long-text sliding-window: tokens shared by consecutive windows, below --max-length. "
+        "Default: a quarter of --max-length.", "data", metavar="TOKENS",
+    )
+    window_pooling: Optional[str] = _opt(
+        None, "With --long-text sliding-window: how the window logits of a text become one (mean or max). "
+        "Default: mean.", "data", choices=WINDOW_POOLINGS,
+    )
+    max_windows: Optional[int] = _opt(
+        None, f"With --long-text sliding-window: windows kept per text, from its start; the rest of a longer text is "
+        f"not read (the summary counts such texts). Default: {DEFAULT_MAX_WINDOWS}.", "data", metavar="N",
+    )
+    head_fraction: Optional[float] = _opt(
+        None, f"With --long-text head-tail: share of the token budget taken from the start of the text, the rest from "
+        f"its end. Default: {DEFAULT_HEAD_FRACTION} (128 of 512 tokens, as Sun et al. 2019).", "data",
+        metavar="FRACTION",
+    )
+
     def __post_init__(self) -> None:
         check_task_settings(self)  # problem types (issue 16); fills metric_for_best_model
         for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps"):
@@ -348,6 +373,7 @@ class TrainConfig:
         check_small_data_setting(self)
         check_pooling_settings(self)
         check_report_to(self)  # issue 20
+        check_long_text_settings(self)  # issue 19
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain JSON-ready values."""

@@ -24,6 +24,8 @@ from .labels import (LabelReader, SingleLabels, blank_rows, column, describe_row
                      label_values, sort_labels)  # column, label_values, sort_labels: re-exported
 from .modeling import check_text_room
 from .small_data import small_data_plan
+from .long_text import LongText
+from .windows import check_fits, encode_texts, head_tail_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -77,43 +79,60 @@ def load_split(path: str, role: str, columns: TextColumns, name: Optional[str] =
     return ds
 
 
-def make_tokenize_fn(tokenizer: Any, columns: TextColumns, max_length: int, label2id: LabelEncoding):
-    """A batched ``map`` function: texts → ``input_ids`` (unpadded), ``labels`` and ``length``.
+def make_tokenize_fn(tokenizer: Any, columns: TextColumns, max_length: int, label2id: LabelEncoding,
+                     long_text: LongText = LongText()):
+    """A batched ``map`` function (with indices): texts → ``input_ids`` (unpadded), ``labels`` and ``length``.
 
     ``label2id`` maps single-label names to ids, or is a function from a batch of rows to their
     targets (:meth:`nlp_transfer.labels.LabelReader.encoder`); None leaves the labels out.
+
+    With sliding windows a text gives several rows, each with its text's label, its row number in
+    the split (``document``) and ``cut`` (True on the first window of a text capped at ``max_windows``).
     """
 
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+    def tokenize(batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         pairs = batch[columns.text_pair] if columns.text_pair else None
-        enc = tokenizer(batch[columns.text], pairs, truncation=True, max_length=max_length)
+        encoded = encode_texts(tokenizer, batch[columns.text], pairs, max_length, long_text)
+        enc: dict[str, list] = dict(encoded.features)
         enc["length"] = [len(ids) for ids in enc["input_ids"]]
-        if callable(label2id):
-            enc["labels"] = label2id(batch)
-        elif label2id is not None:
-            enc["labels"] = [label2id[v.strip()] for v in batch[columns.label]]
+        if label2id is not None:
+            ids = label2id(batch) if callable(label2id) else [label2id[v.strip()] for v in batch[columns.label]]
+            enc["labels"] = [ids[d] for d in encoded.documents]
+        if long_text.windows:
+            enc["document"] = [indices[d] for d in encoded.documents]
+            enc["cut"] = encoded.cut
         return enc
 
     return tokenize
 
 
 def tokenize(ds: Dataset, tokenizer: Any, columns: TextColumns, max_length: int,
-             label2id: LabelEncoding, desc: str) -> Dataset:
-    """Tokenize ``ds`` once (cached by ``datasets`` next to the CSV's Arrow file)."""
-    fn = make_tokenize_fn(tokenizer, columns, max_length, label2id)
-    return ds.map(fn, batched=True, batch_size=1000, remove_columns=ds.column_names, desc=desc)
+             label2id: LabelEncoding, desc: str, long_text: LongText = LongText()) -> Dataset:
+    """Tokenize ``ds`` once (cached by ``datasets`` next to the CSV's Arrow file), as ``long_text`` says."""
+    fn = make_tokenize_fn(tokenizer, columns, max_length, label2id, long_text)
+    return ds.map(fn, batched=True, batch_size=1000, with_indices=True, remove_columns=ds.column_names, desc=desc)
+
+
+def first_rows(ds: Dataset) -> np.ndarray:
+    """Positions of each text's first row: every row, unless sliding windows gave a text several."""
+    if "document" not in ds.column_names:
+        return np.arange(ds.num_rows)
+    return np.unique(column(ds, "document").to_numpy(), return_index=True)[1]
 
 
 def targets(ds: Dataset) -> np.ndarray:
-    """The encoded ``labels`` column as an array: class ids, 0/1 rows (multi-label) or numbers (regression)."""
+    """The encoded ``labels`` column as an array with one entry per text (a text's windows count once):
+    class ids, 0/1 rows (multi-label) or numbers (regression)."""
     labels = column(ds, "labels").combine_chunks()
     if pa.types.is_list(labels.type) or pa.types.is_fixed_size_list(labels.type):
-        return labels.flatten().to_numpy(zero_copy_only=False).reshape(len(labels), -1)
-    return labels.to_numpy(zero_copy_only=False)
+        values = labels.flatten().to_numpy(zero_copy_only=False).reshape(len(labels), -1)
+    else:
+        values = labels.to_numpy(zero_copy_only=False)
+    return values[first_rows(ds)]
 
 
 def label_counts(ds: Dataset, labels: Sequence[str], reader: Optional[LabelReader] = None) -> dict[str, int]:
-    """Rows per label name in a tokenized dataset (default: a ``labels`` column of class ids)."""
+    """Texts per label name in a tokenized dataset (default: a ``labels`` column of class ids)."""
     return (reader or SingleLabels("label")).counts(targets(ds), labels)
 
 
@@ -129,6 +148,7 @@ class PreparedData:
     truncated_fraction: float = 0.0
     validation_source: str = "file"
     small_data: Optional[Any] = None  # nlp_transfer.small_data.SmallData when the policy applies
+    long_text: dict[str, Any] = field(default_factory=dict)  # see long_text_record
 
 
 def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
@@ -142,6 +162,8 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
     reader = label_reader(config)
     columns = TextColumns(config.text_column, config.text_pair_column, None)
     check_text_room(config.max_length, tokenizer, pair=columns.text_pair is not None)
+    long_text = LongText.from_config(config)
+    check_fits(long_text, config.max_length, tokenizer)
     train_raw = load_split(config.train_file, "training", columns, label_columns=reader.columns)
     labels = reader.label_set(train_raw, config.train_file)
     others = _other_splits(config, columns, labels, reader)
@@ -149,7 +171,8 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
         train_raw = train_raw.shuffle(seed=config.seed).select(range(config.max_train_samples))
 
     def tokenized(ds: Dataset, split: str) -> Dataset:
-        ds = tokenize(ds, tokenizer, columns, config.max_length, reader.encoder(labels), f"Tokenizing {split} data")
+        ds = tokenize(ds, tokenizer, columns, config.max_length, reader.encoder(labels), f"Tokenizing {split} data",
+                      long_text)
         return ds.cast_column("labels", reader.feature(labels))
 
     train = tokenized(train_raw, "training")
@@ -166,15 +189,44 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
         train, validation, source = hold_out(train, labels, config.validation_split, config.seed, reader.stratified)
     test = tokenized(others["test"], "test") if "test" in others else None
 
-    lengths = column(train, "length").to_numpy()
-    truncated = float(np.mean(lengths >= config.max_length)) if len(lengths) else 0.0
-    if truncated > 0.05:
-        logger.warning("%.0f%% of training texts were cut at --max-length %d tokens.", 100 * truncated, config.max_length)
-    counts = {"train": label_counts(train, labels, reader)}
-    for split, ds in (("validation", validation), ("test", test)):
-        if ds is not None:
-            counts[split] = label_counts(ds, labels, reader)
-    return PreparedData(train, validation, test, labels, counts, truncated, source, small)
+    splits = {"train": train, "validation": validation, "test": test}
+    counts = {name: label_counts(ds, labels, reader) for name, ds in splits.items() if ds is not None}
+    truncated = _unread_fraction(train, config.max_length, long_text)
+    record = long_text_record(long_text, {k: v for k, v in splits.items() if v is not None}, config.max_length, tokenizer)
+    return PreparedData(train, validation, test, labels, counts, truncated, source, small, record)
+
+
+
+def _unread_fraction(train: Dataset, max_length: int, long_text: LongText) -> float:
+    """The share of training texts not read in full (cut, middle dropped, or windows capped); warns above 5%."""
+    if long_text.windows:
+        cut = column(train, "cut").to_numpy(zero_copy_only=False)
+        fraction = float(cut.sum() / max(1, len(first_rows(train))))
+        how = f"had more than --max-windows {long_text.max_windows} windows; the rest of them is not read"
+    else:
+        lengths = column(train, "length").to_numpy()
+        fraction = float(np.mean(lengths >= max_length)) if len(lengths) else 0.0
+        how = f"were cut at --max-length {max_length} tokens" + (
+            " (their middle dropped)" if long_text.mode == "head-tail" else
+            "; --long-text sliding-window or head-tail reads more of them")
+    if fraction > 0.05:
+        logger.warning("%.0f%% of training texts %s.", 100 * fraction, how)
+    return fraction
+
+
+def long_text_record(long_text: LongText, splits: dict[str, Dataset], max_length: int, tokenizer: Any) -> dict[str, Any]:
+    """What ``training_summary.json`` (and the card) say about long texts: per split the texts, windows and
+    texts capped at ``max_windows``; for head+tail the tokens kept from each end."""
+    if long_text.windows:
+        return {"mode": long_text.mode, "splits": {
+            name: {"texts": len(first_rows(ds)), "windows": ds.num_rows,
+                   "capped_texts": int(column(ds, "cut").to_numpy(zero_copy_only=False).sum())}
+            for name, ds in splits.items()}}
+    if long_text.mode == "head-tail":
+        before, head, tail, after = head_tail_tokens(tokenizer, max_length, long_text.head_fraction)
+        return {"mode": long_text.mode, "head_tokens": head, "tail_tokens": tail, "special_tokens_before": before,
+                "special_tokens_after": after}
+    return {}
 
 
 def _other_splits(config: Any, columns: TextColumns, labels: list[str], reader: LabelReader) -> dict[str, Dataset]:
@@ -224,13 +276,23 @@ def hold_out(ds: Dataset, labels: Sequence[str], fraction: float, seed: int,
         return split_validation(ds, labels, fraction, seed)
     from .splits import iterative_split, random_split
 
+    texts = first_rows(ds)  # the split draws texts; a text's windows stay together
     if stratified == "label_set":
-        train_rows, val_rows = iterative_split(targets(ds), fraction, seed)
+        train_texts, val_texts = iterative_split(targets(ds), fraction, seed)
         how = "iterative stratification by label set"
     else:
-        train_rows, val_rows = random_split(ds.num_rows, fraction, seed)
+        train_texts, val_texts = random_split(len(texts), fraction, seed)
         how = "plain seeded random split"
-    return ds.select(train_rows), ds.select(val_rows), f"{fraction:g} of the training file, {how}, seed {seed}"
+    description = f"{fraction:g} of the training file, {how}, seed {seed}"
+    return _rows_of(ds, texts, train_texts), _rows_of(ds, texts, val_texts), description
+
+
+def _rows_of(ds: Dataset, texts: np.ndarray, chosen: Any) -> Dataset:
+    """The rows of the chosen texts (indices into ``texts``): with sliding windows, every window of each."""
+    if "document" not in ds.column_names:
+        return ds.select(chosen)
+    documents = column(ds, "document").to_numpy()
+    return ds.select(np.flatnonzero(np.isin(documents, documents[texts[np.asarray(chosen, dtype=np.int64)]])))
 
 
 def split_validation(ds: Dataset, labels: Sequence[str], fraction: float, seed: int) -> tuple[Dataset, Dataset, str]:
@@ -244,21 +306,28 @@ def split_validation(ds: Dataset, labels: Sequence[str], fraction: float, seed: 
     Raises:
         UserInputError: too few rows to hold anything out.
     """
-    ids = np.asarray(column(ds, "labels").to_numpy(), dtype=np.int64)
+    # A text's windows stay together: the split draws texts (their first rows), then takes all their rows.
+    firsts = first_rows(ds)
+    ids = np.asarray(column(ds, "labels").to_numpy(), dtype=np.int64)[firsts]
     counts = np.bincount(ids, minlength=len(labels))
     rare = [labels[i] for i in np.flatnonzero((counts > 0) & (counts < 2))]
     pool = np.where(counts >= 2, counts, 0)
     n_val = max(1, round(int(pool.sum()) * fraction))
-    if not pool.any() or ds.num_rows - n_val < 1:
+    if not pool.any() or len(firsts) - n_val < 1:
         raise UserInputError(
-            f"only {ds.num_rows} training rows ({'no class has' if not pool.any() else 'too few, even with'} 2 or more "
+            f"only {len(firsts)} training rows ({'no class has' if not pool.any() else 'too few, even with'} 2 or more "
             "rows): too few to hold out a validation split; pass --validation-file."
         )
     quota = _shares(pool, fraction, min(n_val, int((pool - 1).clip(min=0).sum())))
     rng = np.random.default_rng(seed)
     chosen = [rng.permutation(np.flatnonzero(ids == k))[:quota[k]] for k in range(len(labels))]
     val_rows = np.sort(np.concatenate(chosen))
-    train_rows = np.setdiff1d(np.arange(ds.num_rows), val_rows, assume_unique=True)
+    if "document" in ds.column_names:  # texts → all their rows
+        documents = column(ds, "document").to_numpy()
+        in_validation = np.isin(documents, documents[firsts[val_rows]])
+        val_rows, train_rows = np.flatnonzero(in_validation), np.flatnonzero(~in_validation)
+    else:
+        train_rows = np.setdiff1d(np.arange(ds.num_rows), val_rows, assume_unique=True)
     description = f"{fraction:g} of the training file, stratified by label, seed {seed}"
     if rare:
         description += f"; {len(rare)} class(es) with fewer than 2 rows ({_name_classes(rare)}) kept in training only"

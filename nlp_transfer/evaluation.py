@@ -20,14 +20,20 @@ from .labels import label_reader
 from .modeling import check_text_room, load_trained, training_settings
 from .onnx_model import load_onnx_trained, resolve_backend
 from .sampler import eval_loader
+from .long_text import LongText
 from .task import Task, task_for_model
+from .windows import check_fits, pool_windows
 
 
 @torch.inference_mode()
 def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: Task,
-                    desc: str = "Evaluating") -> dict[str, Any]:
+                    desc: str = "Evaluating", window_pooling: Optional[str] = None) -> dict[str, Any]:
     """Score ``model`` on a prepared loader and return the task's metrics report, plus ``loss`` (the task's
-    loss averaged over the rows).
+    loss averaged over the texts).
+
+    Batches with a ``document`` column hold sliding windows: their logits are gathered from every
+    process, pooled per text (:func:`~nlp_transfer.windows.pool_windows`) and only then turned into
+    predictions, so the report counts each text once, whatever its number of windows.
 
     Args:
         model: a sequence classifier (possibly wrapped by ``accelerator.prepare``).
@@ -35,18 +41,31 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
         accelerator: the run's accelerator, used to gather predictions from every process.
         task: turns logits into predictions and computes the report.
         desc: progress bar title.
+        window_pooling: ``mean`` (the default) or ``max`` of the window logits of a text.
     """
     was_training = model.training
     model.eval()
     report = task.new_report()
     loss_sum, rows = 0.0, 0
+    windows: list[tuple[torch.Tensor, ...]] = []
     for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         references = batch.pop("labels")
+        documents = batch.pop("document", None)
+        logits = model(**batch).logits
+        if documents is not None:
+            windows.append(tuple(t.cpu() for t in accelerator.gather_for_metrics((logits, documents, references))))
+            continue
         # Logits are gathered (not predictions) so that the loss covers each row once, as the metrics do.
-        logits, references = accelerator.gather_for_metrics((model(**batch).logits, references))
+        logits, references = accelerator.gather_for_metrics((logits, references))
         loss_sum += float(task.loss(logits.float(), references)) * len(references)
         rows += len(references)
         report.add_batch(task.predictions(logits), references)
+    if windows:
+        logits, documents, references = (torch.cat(parts) for parts in zip(*windows))
+        _, pooled, first = pool_windows(logits, documents, window_pooling or "mean")
+        loss_sum += float(task.loss(pooled.float(), references[first])) * len(first)
+        rows += len(first)
+        report.add_batch(task.predictions(pooled), references[first])
     model.train(was_training)
     return {**report.compute(), "loss": loss_sum / rows if rows else float("nan")}
 
@@ -60,7 +79,8 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
     Column names, the label layout (multi-label separator or 0/1 columns, regression) and
     ``max_length`` default to those the model was trained with (``training_config.json``), else
     ``text`` / ``label`` and the tokenizer's limit. A multi-label model is scored at the thresholds
-    saved in its ``config.json``.
+    saved in its ``config.json``. Long texts are read as in training (``--long-text``, saved with
+    the model); metrics count texts, not windows.
 
     Args:
         model_dir: folder written by ``nlp-transfer train`` (or any sequence classifier).
@@ -90,12 +110,16 @@ def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = 
     length = max_length or settings.get("max_length") or min(tokenizer.model_max_length, 512)
     if max_length is not None:
         check_text_room(length, tokenizer, pair=columns.text_pair is not None, flag="max_length")
+    # Long texts are read as in training (truncation, head+tail or windows pooled per text).
+    long_text = LongText.from_saved(settings, model.config, length, model_dir)
+    check_fits(long_text, length, tokenizer, flag="max_length")
     with accelerator.main_process_first():
-        ds = tokenize(ds, tokenizer, columns, length, reader.encoder(task.labels), "Tokenizing test data")
+        ds = tokenize(ds, tokenizer, columns, length, reader.encoder(task.labels), "Tokenizing test data",
+                      long_text)
     loader = eval_loader(ds, tokenizer, batch_size)
     # An ONNX session is not a torch model to place or wrap: only the loader is prepared.
     model, loader = (model, accelerator.prepare(loader)) if onnx else accelerator.prepare(model, loader)
-    return evaluate_loader(model, loader, accelerator, task)
+    return evaluate_loader(model, loader, accelerator, task, window_pooling=long_text.window_pooling)
 
 
 def _layout_of(task: Task) -> dict[str, Any]:

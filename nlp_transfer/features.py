@@ -2,10 +2,11 @@
 
 With the encoder frozen, its output for a text never changes, so the ``feature-extraction``
 strategy runs the encoder once per text (eval mode, no dropout, no graph) and stores its output at
-the first position as a ``datasets`` Arrow folder: the [CLS] vector, or with ``--pooling mean`` the
-mean-pooled vector that the appended pooling layer (:mod:`nlp_transfer.pooling`) puts there. The
-cache key is the content of what determines the vectors: the encoder's weights (the pooling layer's
-included) and architecture settings, the token ids of every row, the ``max_length`` and the pooling. A second epoch, a second run with another seed or learning rate,
+the first position as a ``datasets`` Arrow folder, one per model row (with sliding windows: per
+window): the [CLS] vector, or with ``--pooling mean`` the mean-pooled vector that the appended
+pooling layer (:mod:`nlp_transfer.pooling`) puts there. The cache key is the content of what
+determines the vectors: the encoder's weights (the pooling layer's included) and architecture
+settings, the token ids of every row (so the windows), the ``max_length`` and the pooling. A second epoch, a second run with another seed or learning rate,
 or the validation pass all read the cache; changing the model, the data or the length re-encodes.
 
 The head trained on the cache is the model's own: for BERT the pooler (dense + tanh on [CLS])
@@ -237,10 +238,13 @@ def cached_features(classifier_model: nn.Module, ds: Dataset, tokenizer: Any, ma
     return load_from_disk(str(path))
 
 
-def _with_labels(features: Dataset, ds: Dataset) -> Dataset:
+def _with_labels(features: Dataset, ds: Dataset, documents: bool = False) -> Dataset:
     # Labels come from the current data, not the cache: the same texts may be labelled differently.
     # Class ids, 0/1 rows (multi-label) or numbers (regression), with the type the tokenized data has.
-    return features.add_column("labels", column(ds, "labels").to_pylist(), feature=ds.features["labels"]).with_format("torch")
+    features = features.add_column("labels", column(ds, "labels").to_pylist(), feature=ds.features["labels"])
+    if documents and "document" in ds.column_names:  # sliding windows: scoring pools them per text
+        features = features.add_column("document", column(ds, "document").to_pylist())
+    return features.with_format("torch")
 
 
 def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config: Any,
@@ -268,7 +272,7 @@ def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config
             continue
         features = cached_features(model, ds, tokenizer, config.max_length, config.pooling, cache_dir,
                                    config.eval_batch_size, device, stats, model_hash)
-        splits[name] = _with_labels(features, ds)
+        splits[name] = _with_labels(features, ds, documents=name == "validation")
     if stats.rows_encoded:
         logger.info("encoded %d texts once; features cached in %s", stats.rows_encoded, cache_dir)
     else:

@@ -3,6 +3,9 @@
 A :class:`Classifier` applies the preprocessing the model was trained with (truncation at the
 training ``max_length``, the text and pair columns of ``training_config.json``), so its outputs
 equal ``transformers.pipeline("text-classification", model=DIR)`` called with ``truncation=True``.
+A model trained with ``--long-text head-tail`` or ``sliding-window`` reads long texts the same way
+here (windows scored and their logits pooled per text: one result per text, in input order);
+``pipeline()`` alone would read only the first ``max_length`` tokens.
 It is faster because texts are tokenized in one batched call, sorted by length so batches carry
 little padding, and run under ``torch.inference_mode``; results come back in input order.
 
@@ -34,6 +37,8 @@ from .modeling import check_text_room, load_trained, position_limit, training_se
 from .predictions import PREDICTION_COLUMNS, output_rows, prediction_columns, top_k_labels  # noqa: F401  (re-exported)
 from .task import Task, task_for_model
 from .onnx_model import load_onnx_trained, resolve_backend
+from .long_text import LongText
+from .windows import check_fits, encode_texts, pool_windows
 
 QUANTIZE_CHOICES = ("int8",)
 
@@ -54,6 +59,7 @@ class Classifier:
         task: the model's :class:`~nlp_transfer.task.Task` (how scores become answers: the best label,
             every label at or above its threshold (multi-label), or the value (regression)).
         label_separator: joins a multi-label answer in the CSV written by :func:`predict_csv`.
+        long_text: how texts longer than ``max_length`` are read (as in training).
     """
 
     model: Any
@@ -65,6 +71,7 @@ class Classifier:
     device: torch.device = torch.device("cpu")
     task: Optional[Task] = None
     label_separator: str = ","
+    long_text: LongText = LongText()
 
     def __post_init__(self) -> None:
         if self.task is None:
@@ -86,22 +93,25 @@ class Classifier:
             raise UserInputError(f"got {len(texts)} texts but {len(pairs)} text_pairs; pass one pair per text.")
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise UserInputError(f"batch_size must be a positive integer; got {batch_size!r}.")
-        probs = np.empty((len(texts), len(self.labels)), dtype=np.float32)
         if not texts:
-            return probs
+            return np.empty((0, len(self.labels)), dtype=np.float32)
         # Tokenize everything once in one batched (Rust) call, then pad batch by batch. Longest
         # first, so each batch pads to a length close to its own texts and an out-of-memory error
-        # shows at once.
-        encoded = self.tokenizer(texts, pairs, truncation=True, max_length=self.max_length)
-        order = np.argsort(-np.asarray([len(ids) for ids in encoded["input_ids"]]), kind="stable")
+        # shows at once. With sliding windows a text gives several rows, pooled per text at the end.
+        encoded = encode_texts(self.tokenizer, texts, pairs, self.max_length, self.long_text)
+        features = encoded.features
+        order = np.argsort(-np.asarray([len(ids) for ids in features["input_ids"]]), kind="stable")
+        logits = torch.empty((len(order), len(self.labels)), dtype=torch.float32)
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 rows = order[start:start + batch_size]
                 batch = self.tokenizer.pad(
-                    {key: [values[i] for i in rows] for key, values in encoded.items()}, return_tensors="pt"
+                    {key: [values[i] for i in rows] for key, values in features.items()}, return_tensors="pt"
                 ).to(self.device)
-                probs[rows] = self._normalise(self.model(**batch).logits.float()).cpu().numpy()
-        return probs
+                logits[torch.from_numpy(rows)] = self.model(**batch).logits.float().cpu()
+            if self.long_text.windows:
+                _, logits, _ = pool_windows(logits, torch.tensor(encoded.documents), self.long_text.window_pooling)
+            return self._normalise(logits).numpy()
 
     def predict(self, texts: Sequence[str] | str, text_pairs: Optional[Sequence[str]] = None, top_k: int = 1,
                 batch_size: int = 64) -> list[Any]:
@@ -201,6 +211,8 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
                              "tokens; fix the file or re-run the training that wrote it.")
     text_pair_column = settings.get("text_pair_column")
     check_text_room(max_length, tokenizer, pair=text_pair_column is not None, flag="the saved max_length")
+    long_text = LongText.from_saved(settings, model.config, max_length, name)
+    check_fits(long_text, max_length, tokenizer, flag="the saved max_length")
     return Classifier(
         model=model,
         tokenizer=tokenizer,
@@ -211,6 +223,7 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
         device=device,
         task=task,
         label_separator=settings.get("label_separator") or ",",
+        long_text=long_text,
     )
 
 

@@ -27,6 +27,7 @@ from .config import TrainConfig
 from .hub_ids import DEFAULT_MODEL
 from .small_data import fewshot_card_lines
 from .plots import plot_links
+from .long_text import card_context as long_text_card
 from .errors import UserInputError
 
 CARD_METRICS = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro")
@@ -37,6 +38,7 @@ _HYPERPARAMETERS = (
     "epochs", "batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay", "warmup_ratio",
     "max_grad_norm", "max_length", "seed", "mixed_precision", "metric_for_best_model", "early_stopping_patience",
     "strategy", "freeze_layers", "layer_lr_decay", "lora_r", "lora_alpha", "lora_dropout", "pooling",
+    "long_text", "stride", "window_pooling", "max_windows", "head_fraction",
 )
 # File settings reduced to their names in what a model folder publishes; settings of the run, not the model.
 _FILE_SETTINGS = ("train_file", "validation_file", "test_file", "output_dir", "logging_dir", "target_file")
@@ -172,8 +174,17 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None,
         "class_weights_kind": "BCE pos_weight per label" if task.name == "multi_label_classification" else "per class",
     }
     context["task_section"] = jinja2.Template(task.card_section(), keep_trailing_newline=True).render(**context)
+    context.update(long_text_card(config, summary, problem))
+    section = _render_part("long_text.md", context).strip()
+    context["long_text_section"] = f"{section}\n\n" if section else ""
     context["card_data"] = _card_data(config, metrics, context, dataset_name, named, is_hub_id)
     return context
+
+
+def _render_part(name: str, context: dict[str, Any]) -> str:
+    """A template of ``nlp_transfer.model_cards`` rendered with the card's variables."""
+    text = resources.files("nlp_transfer.model_cards").joinpath(name).read_text(encoding="utf-8")
+    return jinja2.Template(text, keep_trailing_newline=True).render(**context)
 
 
 def _strategy_description(name: str) -> str:

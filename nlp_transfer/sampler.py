@@ -76,18 +76,26 @@ class LengthGroupedSampler(Sampler[int]):
         return iter((self.order() % max(1, self.rows)).tolist())
 
 
-def model_inputs(ds: Dataset) -> Dataset:
-    """Drop the bookkeeping ``length`` column so batches hold only model inputs."""
-    return ds.remove_columns([c for c in ("length",) if c in ds.column_names])
+# Bookkeeping columns of tokenized data (nlp_transfer.data): token counts and, with sliding windows, each
+# row's text and whether that text was capped.
+BOOKKEEPING = ("length", "document", "cut")
+
+
+def model_inputs(ds: Dataset, keep: tuple[str, ...] = ()) -> Dataset:
+    """Drop the bookkeeping columns (except ``keep``) so batches hold only model inputs (and labels)."""
+    return ds.remove_columns([c for c in BOOKKEEPING if c in ds.column_names and c not in keep])
 
 
 def eval_loader(ds: Dataset, tokenizer: Any, batch_size: int) -> DataLoader:
-    """Longest-first batches (little padding, and an OOM shows at once, not at the end)."""
+    """Longest-first batches (little padding, and an OOM shows at once, not at the end).
+
+    Windows keep their ``document`` column: the evaluation loop pools their logits per text.
+    """
     with warnings.catch_warnings():
         # datasets' sort() passes an option pyarrow deprecated; nothing a caller can act on.
         warnings.filterwarnings("ignore", category=FutureWarning, module="pyarrow")
         warnings.filterwarnings("ignore", message=".*null_placement.*", category=FutureWarning)
-        ds = model_inputs(ds.sort("length", reverse=True))
+        ds = model_inputs(ds.sort("length", reverse=True), keep=("document",))
     return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=DataCollatorWithPadding(tokenizer))
 
 

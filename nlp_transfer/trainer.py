@@ -30,6 +30,7 @@ from .data_report import check_before_training
 from .errors import UserInputError
 from .evaluation import eval_loader, evaluate_loader
 from .layers import decay_groups, layer_groups
+from .long_text import LongText, record_long_text
 from .loop import Run, fit, out_of_memory
 from .model_card import portable_command, portable_config, train_command, write_card
 from .modeling import check_max_length, load_for_training, load_tokenizer, save_model
@@ -185,7 +186,9 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
     local = {"local_base_model": Path(config.model).name} if Path(config.model).exists() else {}
     weights = {"class_weights": dict(zip(task.labels, task.class_weights.tolist()))} if task.class_weights is not None else {}
     small = {"small_data": data.small_data.to_dict()} if data.small_data is not None else {}
-    return run, data, tokenizer, speed, {"strategy": config.strategy, **local, **small, **trained.summary, **weights}
+    long_text = {"long_text": data.long_text} if data.long_text else {}
+    return run, data, tokenizer, speed, {"strategy": config.strategy, **local, **small, **trained.summary, **weights,
+                                            **long_text}
 
 
 def _param_groups(model: torch.nn.Module, strategy: Any, objective: Any, config: TrainConfig) -> list[dict[str, Any]]:
@@ -222,7 +225,8 @@ def _finish(run: Run, data: Any, tokenizer: Any, speed: SpeedOptions, output: Ou
     model.config.update(run.task.config_entries())
     if data.test is not None:
         test_loader = accelerator.prepare(eval_loader(data.test, tokenizer, config.eval_batch_size))
-        metrics["test"] = evaluate_loader(model, test_loader, accelerator, run.task, desc="Testing")
+        metrics["test"] = evaluate_loader(model, test_loader, accelerator, run.task, desc="Testing",
+                                          window_pooling=config.window_pooling)
     run.log.test(metrics["test"])
     warnings = [w for split, report in metrics.items() if report for w in run.task.warnings(report, split)]
     for warning in warnings:
@@ -236,6 +240,7 @@ def _finish(run: Run, data: Any, tokenizer: Any, speed: SpeedOptions, output: Ou
         # tokenized data came from the cache): save it neutral, so the folder is the same however the run got there.
         tokenizer.backend_tokenizer.no_truncation()
         tokenizer.backend_tokenizer.no_padding()
+        record_long_text(model.config, LongText.from_config(config))  # config.json says how it reads long texts
         save_model(model, tokenizer, staging, config.max_length)
         write_json(staging / CONFIG_FILE, portable_config(config.to_dict()))
         write_json(staging / METRICS_FILE, metrics)
