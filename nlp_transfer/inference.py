@@ -185,19 +185,7 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
     """
     name = str(path_or_repo_id)
     onnx = resolve_backend(name, backend) == "onnx"
-    if onnx and quantize is not None:
-        raise UserInputError("quantize applies to the PyTorch backend; quantize an ONNX model when exporting it "
-                             "(nlp-transfer export --quantize int8).")
-    device = "cpu" if onnx and device is None else device
-    if quantize is not None and quantize not in QUANTIZE_CHOICES:
-        raise UserInputError(f"quantize {quantize!r} is unknown; choose {', '.join(QUANTIZE_CHOICES)} or leave it off.")
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() and quantize is None else "cpu"
-    device = torch.device(device)
-    if quantize is not None and device.type != "cpu":
-        raise UserInputError(f"quantize={quantize!r} runs on the CPU only; pass device='cpu' or drop quantize.")
-    if onnx and device.type != "cpu":
-        raise UserInputError(f"the ONNX backend runs on the CPU; pass device='cpu' (got {str(device)!r}).")
+    device = _device_for(device, quantize, onnx)
     model, tokenizer = load_onnx_trained(name) if onnx else load_trained(name)
     task = with_threshold(task_for_model(model.config), threshold)
     settings = training_settings(name)
@@ -225,6 +213,24 @@ def load_classifier(path_or_repo_id: str | os.PathLike, device: Optional[str | t
         label_separator=settings.get("label_separator") or ",",
         long_text=long_text,
     )
+
+
+def _device_for(device: Optional[str | torch.device], quantize: Optional[str], onnx: bool) -> torch.device:
+    """Where :func:`load_classifier` runs the model: the asked device, else the GPU when there is one
+    (int8 and ONNX run on the CPU). Refuses combinations that cannot run, in one sentence."""
+    if onnx and quantize is not None:
+        raise UserInputError("quantize applies to the PyTorch backend; quantize an ONNX model when exporting it "
+                             "(nlp-transfer export --quantize int8).")
+    if quantize is not None and quantize not in QUANTIZE_CHOICES:
+        raise UserInputError(f"quantize {quantize!r} is unknown; choose {', '.join(QUANTIZE_CHOICES)} or leave it off.")
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() and quantize is None and not onnx else "cpu"
+    device = torch.device(device)
+    if quantize is not None and device.type != "cpu":
+        raise UserInputError(f"quantize={quantize!r} runs on the CPU only; pass device='cpu' or drop quantize.")
+    if onnx and device.type != "cpu":
+        raise UserInputError(f"the ONNX backend runs on the CPU; pass device='cpu' (got {str(device)!r}).")
+    return device
 
 
 def _quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -314,6 +320,20 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
     clf = load_classifier(model, device=state.device, quantize=quantize, threshold=threshold, backend=backend)
     text_column = text_column or clf.text_column
     text_pair_column = text_pair_column or clf.text_pair_column
+    added = _checked_columns(clf, header, path, text_column, text_pair_column, top_k)
+    job = _Job(clf, path, header, out, added, header.named.index(text_column),
+               header.named.index(text_pair_column) if text_pair_column else None, top_k, batch_size,
+               max(chunk_size, batch_size * state.num_processes))
+    started = time.perf_counter()
+    rows_done = _write_predictions(job, state, progress)
+    seconds = time.perf_counter() - started
+    return {"output": str(out), "rows": rows_done, "processes": state.num_processes, "seconds": round(seconds, 3),
+            "rows_per_second": round(rows_done / seconds, 1) if seconds > 0 else None}
+
+
+def _checked_columns(clf: Classifier, header: Any, path: Path, text_column: str, text_pair_column: Optional[str],
+                     top_k: int) -> list[str]:
+    """The columns predict appends, after checking that the input has the text columns and none of those."""
     require_columns(header, {text_column: "--text-column", **({text_pair_column: "--text-pair-column"} if text_pair_column else {})},
                     "input", path)
     clf.check_top_k(top_k)
@@ -324,14 +344,7 @@ def predict_csv(model: str, input_file: str, output_file: str, text_column: Opti
             f"input file {str(path)!r} already has column(s) {', '.join(map(repr, clash))}, which predict adds; "
             "rename or drop them (is this already a predictions file?)."
         )
-    job = _Job(clf, path, header, out, added, header.named.index(text_column),
-               header.named.index(text_pair_column) if text_pair_column else None, top_k, batch_size,
-               max(chunk_size, batch_size * state.num_processes))
-    started = time.perf_counter()
-    rows_done = _write_predictions(job, state, progress)
-    seconds = time.perf_counter() - started
-    return {"output": str(out), "rows": rows_done, "processes": state.num_processes, "seconds": round(seconds, 3),
-            "rows_per_second": round(rows_done / seconds, 1) if seconds > 0 else None}
+    return added
 
 
 def _write_predictions(job: _Job, state: Any, progress: bool) -> int:
