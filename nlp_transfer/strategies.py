@@ -14,6 +14,9 @@ task layers (pooler, classifier) on top (:mod:`nlp_transfer.layers`) — and eac
   the next group down.
 - :class:`Lora`: low-rank adapters on the attention projections (through ``peft``) plus the task
   layers; merged into the weights before saving, so the folder is a plain model.
+- :class:`Contrastive` (few labelled rows, SetFit's recipe): the encoder tuned on sentence pairs
+  through the mean-pooling layer, then the head fit on its vectors each epoch
+  (:mod:`nlp_transfer.pairs`, :mod:`nlp_transfer.contrastive`).
 
 Each strategy validates its own settings (:meth:`Strategy.check_config`, called when a
 ``TrainConfig`` is built), applies itself, says whether it supports several processes, adjusts

@@ -78,14 +78,16 @@ def scores(truth: list[str], predicted: list[str]) -> dict[str, float]:
             "f1_macro": float(f1_score(truth, predicted, average="macro"))}
 
 
-def run_setfit(train: list[dict[str, str]], test: list[dict[str, str]], seed: int, model: str) -> dict[str, Any]:
-    """SetFit with its default TrainingArguments (the seed set), scored on ``test``."""
+def run_setfit(train: list[dict[str, str]], test: list[dict[str, str]], seed: int, model: str,
+               workdir: Path) -> dict[str, Any]:
+    """SetFit with its default TrainingArguments (the seed set; its checkpoints in ``workdir``), scored on ``test``."""
     from datasets import Dataset
     from setfit import SetFitModel, Trainer, TrainingArguments
 
     start, cpu = time.perf_counter(), time.process_time()
     body = SetFitModel.from_pretrained(model)
-    trainer = Trainer(model=body, args=TrainingArguments(seed=seed, show_progress_bar=False),
+    trainer = Trainer(model=body, args=TrainingArguments(seed=seed, show_progress_bar=False,
+                                                             output_dir=str(workdir / "setfit")),
                       train_dataset=Dataset.from_list(train))
     trainer.train()
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -175,7 +177,7 @@ def main() -> None:
                     train_csv = write_rows(workdir / "train.csv", rows)
                     for method in args.methods:
                         if method == "setfit":
-                            result = run_setfit(rows, test, seed, model_path)
+                            result = run_setfit(rows, test, seed, model_path, workdir)
                         else:
                             extra = json.loads(args.contrastive) if method == "contrastive" else {}
                             result = run_ours(method, train_csv, test_csv, seed, workdir, extra)
