@@ -79,10 +79,11 @@ def run(name: str, train_rows: list[dict], test_rows: list[dict], root: Path, ar
 
     folder = root / name
     folder.mkdir()
+    values = dict(epochs=args.epochs, batch_size=32, learning_rate=args.learning_rate, seed=args.seed,
+                  keep_checkpoints=0)
     config = TrainConfig(
         train_file=write(folder / "train.csv", train_rows), test_file=write(folder / "test.csv", test_rows),
-        output_dir=str(folder / "model"), epochs=args.epochs, batch_size=32, learning_rate=args.learning_rate,
-        seed=args.seed, keep_checkpoints=0, **settings)
+        output_dir=str(folder / "model"), **{**values, **settings})
     started = time.perf_counter()
     result = train(config)
     return result.metrics, time.perf_counter() - started
@@ -169,6 +170,8 @@ def main() -> int:
         for task in args.tasks.split(","):
             results[task] = {"multilabel": bench_multilabel, "regression": bench_regression,
                              "imbalance": bench_imbalance}[task](Path(tmp), args)
+            # Each result as soon as it is measured, so a long run that fails later keeps it.
+            print(json.dumps({task: results[task]}), file=sys.stderr, flush=True)
     print(table(results))
     print(json.dumps({"settings": vars(args), "results": results}, indent=2))
     return 0
