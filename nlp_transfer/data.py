@@ -9,13 +9,11 @@ than memory still works; checks use Arrow compute on the columns instead of Pyth
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from datasets import Dataset
 
 from .csv_files import read_csv, require_columns  # noqa: F401  (require_columns: part of this module's API)
