@@ -23,9 +23,8 @@ from .task import Task, task_for_model
 
 @torch.inference_mode()
 def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: Task,
-                    desc: str = "Evaluating") -> dict[str, Any]:
-    """Score ``model`` on a prepared loader and return the task's metrics report, plus ``loss`` (the task's
-    loss averaged over the rows).
+                    desc: str = "Evaluating", with_loss: bool = False) -> dict[str, Any]:
+    """Score ``model`` on a prepared loader and return the task's metrics report.
 
     Args:
         model: a sequence classifier (possibly wrapped by ``accelerator.prepare``).
@@ -33,6 +32,8 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
         accelerator: the run's accelerator, used to gather predictions from every process.
         task: turns logits into predictions and computes the report.
         desc: progress bar title.
+        with_loss: also report ``loss``, the task's loss averaged over the rows (the validation
+            curve of training; the metrics of a saved model stay what its predictions give).
     """
     was_training = model.training
     model.eval()
@@ -40,13 +41,18 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
     loss_sum, rows = 0.0, 0
     for batch in tqdm(loader, desc=desc, leave=False, disable=not accelerator.is_local_main_process):
         references = batch.pop("labels")
-        # Logits are gathered (not predictions) so that the loss covers each row once, as the metrics do.
-        logits, references = accelerator.gather_for_metrics((model(**batch).logits, references))
-        loss_sum += float(task.loss(logits.float(), references)) * len(references)
-        rows += len(references)
-        report.add_batch(task.predictions(logits), references)
+        logits = model(**batch).logits
+        if with_loss:  # logits are gathered, so that the loss covers each row once, as the metrics do
+            logits, references = accelerator.gather_for_metrics((logits, references))
+            loss_sum += float(task.loss(logits.float(), references)) * len(references)
+            rows += len(references)
+            predictions = task.predictions(logits)
+        else:
+            predictions, references = accelerator.gather_for_metrics((task.predictions(logits), references))
+        report.add_batch(predictions, references)
     model.train(was_training)
-    return {**report.compute(), "loss": loss_sum / rows if rows else float("nan")}
+    result = report.compute()
+    return {**result, "loss": loss_sum / rows if rows else float("nan")} if with_loss else result
 
 
 def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = None,

@@ -77,7 +77,8 @@ def fit(run: Run) -> None:
         for epoch in range(state.epoch, config.epochs):
             run.strategy.on_epoch(run.accelerator.unwrap_model(run.model), epoch)
             meter = _train_epoch(run, epoch, stop)
-            validation = evaluate_loader(run.model, run.val_loader, run.accelerator, run.task, desc="Validating")
+            validation = evaluate_loader(run.model, run.val_loader, run.accelerator, run.task, desc="Validating",
+                                         with_loss=True)
             stopping = _end_epoch(run, epoch, meter, validation)
             path = run.save_checkpoint()
             signum = stop.requested()
