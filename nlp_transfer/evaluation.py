@@ -27,13 +27,14 @@ from .windows import check_fits, pool_windows
 
 @torch.inference_mode()
 def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator, task: Task,
-                    desc: str = "Evaluating", window_pooling: Optional[str] = None) -> dict[str, Any]:
-    """Score ``model`` on a prepared loader and return the task's metrics report, plus ``loss`` (the task's
-    loss averaged over the texts).
+                    desc: str = "Evaluating", window_pooling: Optional[str] = None,
+                    with_loss: bool = False) -> dict[str, Any]:
+    """Score ``model`` on a prepared loader and return the task's metrics report.
 
     Batches with a ``document`` column hold sliding windows: their logits are gathered from every
     process, pooled per text (:func:`~nlp_transfer.windows.pool_windows`) and only then turned into
     predictions, so the report counts each text once, whatever its number of windows.
+
 
     Args:
         model: a sequence classifier (possibly wrapped by ``accelerator.prepare``).
@@ -42,6 +43,8 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
         task: turns logits into predictions and computes the report.
         desc: progress bar title.
         window_pooling: ``mean`` (the default) or ``max`` of the window logits of a text.
+        with_loss: also report ``loss``, the task's loss averaged over the rows (the validation
+            curve of training; the metrics of a saved model stay what its predictions give).
     """
     was_training = model.training
     model.eval()
@@ -55,11 +58,14 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
         if documents is not None:
             windows.append(tuple(t.cpu() for t in accelerator.gather_for_metrics((logits, documents, references))))
             continue
-        # Logits are gathered (not predictions) so that the loss covers each row once, as the metrics do.
-        logits, references = accelerator.gather_for_metrics((logits, references))
-        loss_sum += float(task.loss(logits.float(), references)) * len(references)
-        rows += len(references)
-        report.add_batch(task.predictions(logits), references)
+        if with_loss:  # logits are gathered, so that the loss covers each row once, as the metrics do
+            logits, references = accelerator.gather_for_metrics((logits, references))
+            loss_sum += float(task.loss(logits.float(), references)) * len(references)
+            rows += len(references)
+            predictions = task.predictions(logits)
+        else:
+            predictions, references = accelerator.gather_for_metrics((task.predictions(logits), references))
+        report.add_batch(predictions, references)
     if windows:
         logits, documents, references = (torch.cat(parts) for parts in zip(*windows))
         _, pooled, first = pool_windows(logits, documents, window_pooling or "mean")
@@ -67,7 +73,8 @@ def evaluate_loader(model: torch.nn.Module, loader: DataLoader, accelerator: Acc
         rows += len(first)
         report.add_batch(task.predictions(pooled), references[first])
     model.train(was_training)
-    return {**report.compute(), "loss": loss_sum / rows if rows else float("nan")}
+    result = report.compute()
+    return {**result, "loss": loss_sum / rows if rows else float("nan")} if with_loss else result
 
 
 def evaluate_model(model_dir: str, test_file: str, text_column: Optional[str] = None,

@@ -80,7 +80,7 @@ def fit(run: Run) -> None:
             done = run.strategy.end_of_epoch(run.accelerator.unwrap_model(run.model), run.accelerator)
             validation = None if run.val_loader is None else \
                 evaluate_loader(run.model, run.val_loader, run.accelerator, run.task, desc="Validating",
-                                window_pooling=config.window_pooling)
+                                window_pooling=config.window_pooling, with_loss=True)
             stopping = _end_epoch(run, epoch, meter, validation, done)
             path = run.save_checkpoint()
             signum = stop.requested()

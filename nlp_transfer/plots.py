@@ -102,13 +102,13 @@ def training_curves(summary: dict[str, Any]) -> Any:
         loss.plot([p[0] for p in curve], [p[1] for p in curve], color="tab:blue", alpha=0.35, linewidth=1,
                   label="training loss (logged steps)")
     loss.plot(epochs, [row["train_loss"] for row in history], "o-", color="tab:blue", label="training loss (epoch mean)")
-    val_loss = [row["validation"].get("loss") for row in history]
+    val_loss = [(row["validation"] or {}).get("loss") for row in history]
     if all(v is not None for v in val_loss):
         loss.plot(epochs, val_loss, "s-", color="tab:orange", label="validation loss")
     loss.set(title="Loss", xlabel="epoch", ylabel="cross-entropy")
     markers = iter("o^sDv<>")
     for name, shown in _METRIC_NAMES.items():
-        values = [row["validation"].get(name) for row in history]
+        values = [(row["validation"] or {}).get(name) for row in history]
         if name in ("accuracy", "f1_macro", summary.get("metric_for_best_model")) and all(
                 isinstance(v, (int, float)) for v in values):
             scores.plot(epochs, values, next(markers) + "-", label=f"validation {shown}")

@@ -17,11 +17,13 @@ from pathlib import Path
 import pytest
 
 from nlp_transfer.cli import main
+from nlp_transfer.plots import plots_available
 
 from conftest import write_splits
 
 MODEL_FILES = {"README.md", "config.json", "metrics.json", "model.safetensors", "tokenizer.json",
-               "tokenizer_config.json", "training_config.json", "training_summary.json"}
+               "tokenizer_config.json", "training_config.json", "training_summary.json"} | (
+    {"training_curves.png", "confusion_matrix.png"} if plots_available() else set())
 
 
 @pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not on PATH")
