@@ -66,7 +66,7 @@ def render_run(directory: str | Path) -> str:
 def _history(summary: dict[str, Any]) -> list[str]:
     rows = [["epoch", "train loss", "val loss", "val accuracy", "val macro F1", ""]]
     for entry in summary.get("history", []):
-        val = entry.get("validation", {})
+        val = entry.get("validation") or {}
         rows.append([str(entry["epoch"]), f"{entry['train_loss']:.4f}",
                      f"{val['loss']:.4f}" if isinstance(val.get("loss"), float) else "-",
                      f"{val.get('accuracy', float('nan')):.4f}", f"{val.get('f1_macro', float('nan')):.4f}",

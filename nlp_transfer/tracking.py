@@ -139,7 +139,7 @@ class TrainingLog:
         self.run.state.loss_curve_mark = []  # the next epoch's sums start at 0
         if self.tracking:
             values = {"train/epoch_loss": entry["train_loss"],
-                      **{f"validation/{k}": v for k, v in entry["validation"].items()}}
+                      **{f"validation/{k}": v for k, v in (entry["validation"] or {}).items()}}
             self.run.accelerator.log(values, step=self.run.state.global_step)
 
     def test(self, report: Optional[dict[str, Any]]) -> None:
