@@ -62,6 +62,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     quiet_libraries(args.quiet)
     # The exporter logs every optional torchvision op it skips; nothing a user can act on.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    # onnxscript, onnx_ir and ONNX Runtime's optimizer and quantizer log every graph rewrite at INFO, some
+    # on the root logger; the export's own report is the JSON printed at the end.
+    logging.getLogger().setLevel(logging.WARNING)
     # ONNX Runtime's quantizer suggests a shape pre-pass that cannot handle dynamic-shape exports.
     logging.getLogger().addFilter(lambda record: "pre-processing before quantization" not in record.getMessage())
     options = ExportOptions(quantize=args.quantize, optimize=args.optimize, check_file=args.check_file,
