@@ -83,7 +83,10 @@ class DynamicBatcher:
                     return
                 self._arrived.clear()
                 await self._arrived.wait()
-            batch = await self._gather()
+            # A request whose handler was cancelled (its client gone, or the drain timed out) is not computed.
+            batch = [request for request in await self._gather() if not request.future.cancelled()]
+            if not batch:
+                continue
             texts = [t for r in batch for t in r.texts]
             pairs = None if batch[0].pairs is None else [p for r in batch for p in r.pairs]
             try:

@@ -136,8 +136,9 @@ def main() -> None:
             try:
                 load(port, texts, 4, 40)  # warm-up: thread pools, allocator, first batches
                 for clients in args.clients:
-                    result["runs"][f"{name}_{clients}_clients"] = {"server_options": " ".join(SETTINGS[name]),
-                                                                    **load(port, texts, clients, args.requests)}
+                    run = {"server_options": " ".join(SETTINGS[name]), **load(port, texts, clients, args.requests)}
+                    result["runs"][f"{name}_{clients}_clients"] = run
+                    print(json.dumps({f"{name}_{clients}_clients": run}), file=sys.stderr, flush=True)  # progress
             finally:
                 proc.terminate()
                 proc.wait(timeout=60)

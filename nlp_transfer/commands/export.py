@@ -59,13 +59,35 @@ def _cmd_export(args: argparse.Namespace) -> int:
     require_extra("onnx", "nlp-transfer export --format onnx")
     from ..onnx_export import ExportOptions, export_onnx
 
-    quiet_libraries(args.quiet)
-    # The exporter logs every optional torchvision op it skips; nothing a user can act on.
-    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    # ONNX Runtime's quantizer suggests a shape pre-pass that cannot handle dynamic-shape exports.
-    logging.getLogger().addFilter(lambda record: "pre-processing before quantization" not in record.getMessage())
     options = ExportOptions(quantize=args.quantize, optimize=args.optimize, check_file=args.check_file,
                             sample_size=args.sample_size, tolerance=args.tolerance, min_agreement=args.min_agreement,
                             overwrite=args.overwrite)
-    print(json.dumps(export_onnx(args.model_dir, args.output_dir, options), indent=2))
+    quiet_libraries(args.quiet)
+    # The exporter logs every optional torchvision op it skips; nothing a user can act on.
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    # onnxscript, onnx_ir and ONNX Runtime's optimizer and quantizer log every graph rewrite at INFO, some
+    # on the root logger; the export's own report is the JSON printed at the end.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.WARNING)
+    # ONNX Runtime's quantizer suggests a shape pre-pass that cannot handle dynamic-shape exports.
+    hint = _DropMessage("pre-processing before quantization")
+    root.addFilter(hint)
+    try:
+        record = export_onnx(args.model_dir, args.output_dir, options)
+    finally:
+        root.setLevel(level)
+        root.removeFilter(hint)
+    print(json.dumps(record, indent=2))
     return 0
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message contains ``text``."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
