@@ -16,9 +16,9 @@ from torch.utils.data import DataLoader
 
 from .data import TextColumns, label_values, load_split, tokenize
 from .errors import UserInputError, check_positive_int
+from .long_text import LongText
 from .modeling import check_text_room, load_trained, training_settings
 from .sampler import eval_loader
-from .long_text import LongText
 from .task import Task, task_for_model
 from .windows import check_fits, pool_windows
 
