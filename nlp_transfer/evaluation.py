@@ -17,10 +17,10 @@ from torch.utils.data import DataLoader
 from .data import TextColumns, load_split, tokenize
 from .errors import check_positive_int
 from .labels import label_reader
+from .long_text import LongText
 from .modeling import check_text_room, load_trained, training_settings
 from .onnx_model import load_onnx_trained, resolve_backend
 from .sampler import eval_loader
-from .long_text import LongText
 from .task import Task, task_for_model
 from .windows import check_fits, pool_windows
 
