@@ -26,6 +26,7 @@ from .card_tables import card_rows, escape_cell, table_row
 from .config import TrainConfig
 from .hub_ids import DEFAULT_MODEL
 from .errors import UserInputError
+from .pooling import describe_pooling
 
 CARD_METRICS = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro")
 # Settings that make training faster without changing what it learns: training details, not hyperparameters.
@@ -160,6 +161,7 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None,
         "base_model_url": f"https://huggingface.co/{base_model}" if is_hub_id else None,
         "default_model": base_model == DEFAULT_MODEL,
         "strategy_description": _strategy_description(config.get("strategy", "finetune")),
+        "pooling_description": describe_pooling(config.get("pooling")),
         "dataset_name": dataset_name if named else None,
         "warnings": summary.get("warnings", []),
         **card_rows(task, config, metrics, summary),

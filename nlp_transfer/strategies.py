@@ -48,6 +48,8 @@ class Strategy:
     runs_encoder_in_training: ClassVar[bool] = True  # False: the loop trains on cached encoder outputs
     trains_every_embedding_row: ClassVar[bool] = False  # every word-embedding row trains at every step
     accepts_layer_lr_decay: ClassVar[bool] = True
+    # TrainConfig fields whose default depends on the strategy (None in the config means "this default").
+    defaults: ClassVar[dict[str, Any]] = {"epochs": 3, "learning_rate": 1e-4, "warmup_ratio": 0.1}
 
     def __init__(self, config: "TrainConfig"):
         self.config = config
@@ -118,6 +120,10 @@ class FeatureExtraction(Strategy):
     options = ("feature_cache_dir",)
     runs_encoder_in_training = False
     accepts_layer_lr_decay = False
+    # Epochs on cached vectors cost milliseconds, so the head is fit to convergence: a rate ten times the
+    # fine-tuning one and early stopping on the validation score (scripts/bench_strategies.py measures it
+    # against a logistic regression on the same vectors).
+    defaults = {"epochs": 100, "learning_rate": 1e-3, "warmup_ratio": 0.0, "early_stopping_patience": 5}
 
     def apply(self, model: "nn.Module") -> "nn.Module":
         groups = layer_groups(model)
@@ -255,6 +261,15 @@ def strategy_class(name: str) -> type[Strategy]:
     if name not in STRATEGIES:
         raise UserInputError(f"strategy {name!r} is unknown; choose one of: {', '.join(STRATEGIES)}.")
     return STRATEGIES[name]
+
+
+def fill_strategy_defaults(config: "TrainConfig") -> None:
+    """Give the settings left at None the defaults of ``config.strategy`` (:attr:`Strategy.defaults`), in place."""
+    if config.strategy not in STRATEGIES:
+        return  # check_strategy_settings names the choices
+    for name, value in {**Strategy.defaults, **STRATEGIES[config.strategy].defaults}.items():
+        if getattr(config, name) is None:
+            setattr(config, name, value)
 
 
 def check_strategy_settings(config: "TrainConfig") -> None:

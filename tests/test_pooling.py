@@ -103,7 +103,7 @@ def test_saved_mean_pooling_folder_predicts_in_pipeline_as_evaluate_does(tiny_co
     folder = Path(result.output_dir)
     assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == 3
     assert json.loads((folder / "training_config.json").read_text())["pooling"] == "mean"
-    assert "mean" in (folder / "README.md").read_text()
+    assert "Pooling: the classification head reads the mean of the encoder" in (folder / "README.md").read_text()
     with open(sentiment_csvs["test"], encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     texts = [r["text"] for r in rows]
