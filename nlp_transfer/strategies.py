@@ -265,9 +265,7 @@ def strategy_class(name: str) -> type[Strategy]:
 
 def fill_strategy_defaults(config: "TrainConfig") -> None:
     """Give the settings left at None the defaults of ``config.strategy`` (:attr:`Strategy.defaults`), in place."""
-    if config.strategy not in STRATEGIES:
-        return  # check_strategy_settings names the choices
-    for name, value in {**Strategy.defaults, **STRATEGIES[config.strategy].defaults}.items():
+    for name, value in {**Strategy.defaults, **strategy_class(config.strategy).defaults}.items():
         if getattr(config, name) is None:
             setattr(config, name, value)
 
