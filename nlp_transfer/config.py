@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config_checks import check_numbers
-from .errors import UserInputError, check_positive_int
+from .config_checks import check_counts, check_numbers
+from .errors import UserInputError
 from .hub_ids import DEFAULT_MODEL, check_repo_id
 from .long_text import DEFAULT_HEAD_FRACTION, DEFAULT_MAX_WINDOWS, LONG_TEXT_MODES, WINDOW_POOLINGS, check_long_text_settings
 from .pooling import POOLINGS, check_pooling_settings
-from .strategies import STRATEGIES as _STRATEGY_CLASSES, check_strategy_settings
+from .strategies import STRATEGIES as _STRATEGY_CLASSES, check_strategy_settings, fill_strategy_defaults
 from .task_config import METRIC_NAMES, REGRESSION_LOSSES, TASK_KINDS, check_task_settings
 from .small_data import check_small_data_setting
 from .tracking import check_report_to
@@ -71,24 +71,30 @@ class TrainConfig:
         "runs/model", "Folder that receives the trained model, metrics and model card.", "output", metavar="DIR"
     )
     overwrite: bool = _opt(False, "Replace an output folder that already holds a model.", "output")
-    epochs: int = _opt(3, "Passes over the training data.", "optimisation", metavar="N")
+    epochs: Optional[int] = _opt(
+        None, "Passes over the training data. Default: 3; with --strategy feature-extraction 100, with early "
+        "stopping (epochs on cached features take milliseconds, so the head is trained to convergence).",
+        "optimisation", metavar="N",
+    )
     batch_size: int = _opt(
         32, "Training rows per optimizer step (per process, before accumulation).", "optimisation", metavar="N"
     )
     eval_batch_size: int = _opt(
         64, "Rows per forward pass when scoring the validation and test sets.", "evaluation", metavar="N"
     )
-    learning_rate: float = _opt(
-        1e-4, "Peak learning rate of AdamW (reached after warm-up, then decays linearly to 0). Small encoders "
-        "such as MiniLM like 1e-4 to 2e-4; BERT-base and larger prefer 2e-5 to 5e-5.", "optimisation",
-        metavar="RATE",
+    learning_rate: Optional[float] = _opt(
+        None, "Peak learning rate of AdamW (reached after warm-up, then decays linearly to 0). Small encoders "
+        "such as MiniLM like 1e-4 to 2e-4; BERT-base and larger prefer 2e-5 to 5e-5. Default: 1e-4; with "
+        "--strategy feature-extraction 1e-3 (only the head trains).", "optimisation", metavar="RATE",
     )
     weight_decay: float = _opt(
         0.01, "AdamW weight decay; never applied to biases and LayerNorm weights.", "optimisation", metavar="RATE"
     )
-    warmup_ratio: float = _opt(
-        0.1, "Fraction of the optimizer steps spent warming the learning rate up from 0.", "optimisation",
-        metavar="FRACTION",
+    warmup_ratio: Optional[float] = _opt(
+        None, "Fraction of the optimizer steps spent warming the learning rate up from 0. Default: 0.1; with "
+        "--strategy feature-extraction 0 (warm-up shields pretrained weights from early large steps; a fresh "
+        "head on fixed vectors has none to shield, and early stopping would end a warm-up of 10 epochs).",
+        "optimisation", metavar="FRACTION",
     )
     max_length: int = _opt(
         256, "Longest input in tokens; longer texts are cut, or read as --long-text says. At most the model's own limit (512 for BERT).",
@@ -116,8 +122,8 @@ class TrainConfig:
         choices=METRIC_NAMES, metavar="METRIC",
     )
     early_stopping_patience: Optional[int] = _opt(
-        None, "Stop after N epochs without a better validation score. Default: never stop early.", "evaluation",
-        metavar="N",
+        None, "Stop after N epochs without a better validation score. Default: never stop early; with "
+        "--strategy feature-extraction 5.", "evaluation", metavar="N",
     )
     mixed_precision: str = _opt(
         "no", "Mixed precision passed to accelerate: no, fp16 (GPU) or bf16 (GPU and recent CPUs).", "speed",
@@ -338,13 +344,9 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        fill_strategy_defaults(self)
         check_task_settings(self)  # problem types (issue 16); fills metric_for_best_model
-        for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps"):
-            check_positive_int(getattr(self, name), name)
-        for name in ("max_train_samples", "early_stopping_patience", "checkpoint_every"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise UserInputError(f"{name} must be at least 1 (an integer); got {value!r}.")
+        check_counts(self)
         check_numbers(self)
         if self.metric_for_best_model not in METRIC_NAMES:
             raise UserInputError(
@@ -363,12 +365,6 @@ class TrainConfig:
             raise UserInputError(f"label_column {self.label_column!r} is also used as a text column.")
         if self.push_to_hub is not None:  # a bad repo id must stop the run before training, not after
             check_repo_id(self.push_to_hub)
-        if isinstance(self.keep_checkpoints, bool) or not isinstance(self.keep_checkpoints, int) or self.keep_checkpoints < 0:
-            raise UserInputError(f"keep_checkpoints must be 0 (no checkpoints) or more; got {self.keep_checkpoints}.")
-        if self.checkpoint_every is not None and self.keep_checkpoints == 0:
-            raise UserInputError(
-                "--checkpoint-every asks for checkpoints but --keep-checkpoints 0 turns them off; drop one of them."
-            )
         check_strategy_settings(self)
         check_small_data_setting(self)
         check_pooling_settings(self)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from .errors import UserInputError
+from .errors import UserInputError, check_positive_int
 
 MAX_SEED = 2**32 - 1  # what numpy and torch seeding accept
 
@@ -39,3 +39,20 @@ def check_numbers(config: Any) -> None:
         raise UserInputError(f"validation_split must be between 0 and 1 (e.g. 0.1); got {vs!r}.")
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed <= MAX_SEED:
         raise UserInputError(f"seed must be an integer from 0 to {MAX_SEED}; got {config.seed!r}.")
+
+
+def check_counts(config: Any) -> None:
+    """Refuse counts that are not whole numbers in range (epochs, batch sizes, checkpoints...)."""
+    for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps"):
+        check_positive_int(getattr(config, name), name)
+    for name in ("max_train_samples", "early_stopping_patience", "checkpoint_every"):
+        value = getattr(config, name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserInputError(f"{name} must be at least 1 (an integer); got {value!r}.")
+    keep = config.keep_checkpoints
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
+        raise UserInputError(f"keep_checkpoints must be 0 (no checkpoints) or more; got {keep}.")
+    if config.checkpoint_every is not None and keep == 0:
+        raise UserInputError(
+            "--checkpoint-every asks for checkpoints but --keep-checkpoints 0 turns them off; drop one of them."
+        )

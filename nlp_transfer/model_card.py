@@ -29,6 +29,7 @@ from .small_data import fewshot_card_lines
 from .plots import plot_links
 from .long_text import card_context as long_text_card
 from .errors import UserInputError
+from .pooling import describe_pooling
 
 CARD_METRICS = ("accuracy", "f1_macro", "f1_weighted", "precision_macro", "recall_macro")
 # Settings that make training faster without changing what it learns: training details, not hyperparameters.
@@ -164,6 +165,7 @@ def card_context(directory: str | Path, repo_id: Optional[str] = None,
         "base_model_url": f"https://huggingface.co/{base_model}" if is_hub_id else None,
         "default_model": base_model == DEFAULT_MODEL,
         "strategy_description": _strategy_description(config.get("strategy", "finetune")),
+        "pooling_description": describe_pooling(config.get("pooling")),
         "dataset_name": dataset_name if named else None,
         "warnings": summary.get("warnings", []),
         "plots": plot_links(directory),  # issue 20: the PNGs of the folder, linked relatively

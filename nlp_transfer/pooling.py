@@ -304,3 +304,13 @@ def resolve_pooling(config: Any) -> None:
     if config.pooling is None:
         config.pooling = default_pooling(config.model)
         check_pooling_settings(config)
+
+
+def describe_pooling(pooling: Optional[str]) -> str:
+    """One phrase for the model card: which vector the classification head reads (empty when unknown)."""
+    if pooling == "mean":
+        return ("the mean of the encoder's token vectors over the text (padding excluded), layer-normalised, "
+                "computed by the last encoder layer, a fixed mean-pooling layer that was not trained")
+    if pooling == "cls":
+        return "the encoder's vector of the first ([CLS]) token"
+    return ""

@@ -28,6 +28,8 @@ class Strategy:
     runs_encoder_in_training: ClassVar[bool] = True  # False: the loop trains on cached encoder outputs
     trains_every_embedding_row: ClassVar[bool] = False  # every word-embedding row trains at every step
     accepts_layer_lr_decay: ClassVar[bool] = True
+    # TrainConfig fields whose default depends on the strategy (None in the config means "this default").
+    defaults: ClassVar[dict[str, Any]] = {"epochs": 3, "learning_rate": 1e-4, "warmup_ratio": 0.1}
 
     def __init__(self, config: "TrainConfig"):
         self.config = config

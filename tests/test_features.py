@@ -136,3 +136,27 @@ def test_feature_extraction_on_the_real_encoder(tmp_path):
     # 6 classes, the largest about 0.23 of the rows. MiniLM was trained for mean pooling, so its [CLS]
     # vector is a weak feature (about 0.5 here; scripts/bench_strategies.py compares), but it is learnt.
     assert result.metrics["test"]["accuracy"] > 0.35
+
+
+def test_feature_extraction_defaults_fit_the_head_to_convergence():
+    config = TrainConfig(train_file="t.csv", strategy="feature-extraction")
+    assert (config.epochs, config.learning_rate, config.warmup_ratio, config.early_stopping_patience) == (100, 1e-3, 0.0, 5)
+    chosen = TrainConfig(train_file="t.csv", strategy="feature-extraction", epochs=7, learning_rate=5e-4,
+                         early_stopping_patience=2)
+    assert (chosen.epochs, chosen.learning_rate, chosen.early_stopping_patience) == (7, 5e-4, 2)
+    finetune = TrainConfig(train_file="t.csv")
+    assert (finetune.epochs, finetune.learning_rate, finetune.warmup_ratio, finetune.early_stopping_patience) == \
+        (3, 1e-4, 0.1, None)
+    assert TrainConfig.from_dict(config.to_dict()) == config
+
+
+def test_feature_extraction_at_its_defaults_stops_early_with_a_learnt_head(tiny_config, tmp_path):
+    # The tiny encoder is random: its [CLS] vector carries little, the mean over the tokens carries the
+    # keywords. This checks the schedule (no warm-up, early stopping) at the tiny model's learning rate;
+    # scripts/bench_strategies.py measures the defaults on the real encoder.
+    result = train(tiny_config(strategy="feature-extraction", epochs=None, pooling="mean",
+                               feature_cache_dir=str(tmp_path / "cache"), keep_checkpoints=0))
+    history = result.summary["history"]
+    assert 5 < len(history) < 100  # ran past the old 3-5 epochs, and early stopping ended it
+    assert result.summary["best_epoch"] == len(history) - 5
+    assert result.metrics["test"]["accuracy"] > 0.75

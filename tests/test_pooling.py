@@ -103,7 +103,7 @@ def test_saved_mean_pooling_folder_predicts_in_pipeline_as_evaluate_does(tiny_co
     folder = Path(result.output_dir)
     assert json.loads((folder / "config.json").read_text())["num_hidden_layers"] == 3
     assert json.loads((folder / "training_config.json").read_text())["pooling"] == "mean"
-    assert "mean" in (folder / "README.md").read_text()
+    assert "Pooling: the classification head reads the mean of the encoder" in (folder / "README.md").read_text()
     with open(sentiment_csvs["test"], encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
     texts = [r["text"] for r in rows]
@@ -190,3 +190,24 @@ def test_gradual_unfreeze_never_hands_the_pooling_layer_to_the_optimizer(tiny_co
     handed = {id(p) for p in strategy.trainable_parameters(model)}
     assert not handed & {id(p) for p in layer.parameters()}
     assert all(not p.requires_grad for p in layer.parameters())
+
+
+def test_cls_only_last_layer_computes_the_pooling_layer_exactly(tiny_model_dir_no_dropout):
+    from nlp_transfer.speed.last_layer import train_first_position_only
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir_no_dropout)
+    batch = tokenizer(TEXTS, padding=True, return_tensors="pt")
+    results = []
+    for first_only in (False, True):
+        model = _classifier(tiny_model_dir_no_dropout)
+        add_mean_pooling(model)
+        model.train()
+        if first_only:
+            assert train_first_position_only(model)  # the pooling layer is the last layer it swaps
+        logits = model(**batch).logits
+        logits.sum().backward()
+        results.append((logits.detach(), [p.grad.clone() for p in model.bert.encoder.layer[1].parameters()]))
+    (full, full_grads), (first, first_grads) = results
+    torch.testing.assert_close(first, full, atol=1e-5, rtol=1e-5)
+    for a, b in zip(first_grads, full_grads):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
