@@ -285,7 +285,7 @@ def _model_limit(tokenizer: Any) -> int:
     return int(limit) if isinstance(limit, int) and 0 < limit < 100_000 else 512
 
 
-def check_before_training(config: Any, log: bool = True) -> DataReport:
+def check_before_training(config: Any, log: bool = True) -> Optional[DataReport]:
     """The data report of a :class:`~nlp_transfer.config.TrainConfig`'s files, before any model is loaded.
 
     Token lengths are left out (data preparation reports truncation). Warnings are logged and
@@ -295,9 +295,16 @@ def check_before_training(config: Any, log: bool = True) -> DataReport:
         config: the run's settings (files and columns).
         log: log the summary and the warnings (the main process does; the others stay quiet).
 
+    Returns None for multi-label and regression runs, whose labels the report does not read.
+
     Raises:
         UserInputError: the first problem that makes training impossible (and how many more there are).
     """
+    if getattr(config, "task", "classification") != "classification" or getattr(config, "multi_label", False) \
+            or getattr(config, "label_columns", None):
+        # The report reads one class name per row; multi-label and numeric targets are checked, row by
+        # row and in one line, by their label reader when the data are prepared (nlp_transfer.labels).
+        return None
     columns = TextColumns(config.text_column, config.text_pair_column, config.label_column)
     report = inspect_data(config.train_file, config.validation_file, config.test_file, columns)
     if report.errors:

@@ -31,7 +31,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batching import DynamicBatcher
-from .inference import Classifier, _top_k
+from .inference import Classifier
+from .predictions import top_k_labels
 from .onnx_model import OnnxSequenceClassifier
 from .version import __version__
 
@@ -203,7 +204,7 @@ def _is_pair(value: Any) -> bool:
 
 def _predictions(clf: Classifier, probs: np.ndarray, top_k: Optional[int]) -> list[list[dict[str, Any]]]:
     """Per text, the ``top_k`` (default: all) labels with their probabilities, best first."""
-    ranked, scores = _top_k(probs, min(top_k or len(clf.labels), len(clf.labels)))
+    ranked, scores = top_k_labels(probs, min(top_k or len(clf.labels), len(clf.labels)))
     return [[{"label": clf.labels[i], "score": float(s)} for i, s in zip(ids, row)] for ids, row in zip(ranked, scores)]
 
 

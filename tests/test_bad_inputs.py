@@ -52,16 +52,16 @@ expect("nan_labels.csv", r"label column 'label' is empty in 2 row\(s\) \(data ro
 # predict keeps one output row per input row, so it predicts blank texts rather than refusing them.
 expect("empty_texts.csv", r"column 'text' is empty in 2 row\(s\) \(data rows 7, 8\)", predict=None)
 expect("one_class.csv", "has only one label \\('pos'\\)", evaluate=None, predict=None)
-expect("mixed_labels.csv", r"mixes numbers \(0, 1\) and words", evaluate="the model does not know: '0', '1'",
+expect("mixed_labels.csv", r"mixes numbers \(0, 1\) and words", evaluate="never seen in training: '0', '1'",
        predict=None)
-expect("float_labels.csv", "labels look like real numbers", evaluate="the model does not know: '0.5', '1.5'",
+expect("float_labels.csv", "labels look like real numbers", evaluate="never seen in training: '0.5', '1.5'",
        predict=None)
 # predict streams the CSV with its own reader, hence its own wording.
 expect("ragged_rows.csv", "could not be parsed as CSV: .*Expected 2 fields in line 8, saw 4",
        predict="line 8 has 4 field\\(s\\) but the header has 2")
 expect("unclosed_quote.csv", "could not be parsed as CSV: .*EOF inside string",
        predict="has 1 field\\(s\\) but the header has 2; check the quoting")
-expect("unseen_test_labels.csv", None, evaluate="the model does not know: 'neutral'", predict=None)
+expect("unseen_test_labels.csv", None, evaluate="never seen in training: 'neutral'", predict=None)
 # Spreadsheet shapes: a value in a column without a name, an extra value on the first row only (which
 # pandas would otherwise read as a row index, shifting every column).
 expect("unnamed_column_with_values.csv", r"column 3 has no name in the header but holds a value in (data row 7|the row "

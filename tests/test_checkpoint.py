@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from nlp_transfer import TrainConfig, UserInputError, train
+from nlp_transfer.pooling import resolve_pooling
 from nlp_transfer.checkpoint import CHECKPOINTS_DIR, STATE_FILE, TrainState, list_checkpoints
 from nlp_transfer.cli import build_parser, main
 from nlp_transfer.artifacts import OutputDir
@@ -186,7 +187,9 @@ def test_resume_refusals(tiny_config, tmp_path):
     with pytest.raises(UserInputError, match="--resume found no checkpoint of --output-dir"):
         train(config)
     staging = Path(config.output_dir).parent / ".model.incomplete"
-    _fake_checkpoint(staging, 6, tiny_config())
+    saved = tiny_config()
+    resolve_pooling(saved)  # a real checkpoint records the pooling the run resolved
+    _fake_checkpoint(staging, 6, saved)
     with pytest.raises(UserInputError, match="has an unfinished run with checkpoints .* pass --resume to continue it"):
         train(tiny_config())
     with pytest.raises(UserInputError, match=r"cannot resume .* with different settings \(learning_rate: 0.002 → 0.1\)"):
