@@ -67,7 +67,10 @@ def small_data_plan(config: Any, rows: int, classes: int) -> Optional[SmallData]
         return None
     plan = SmallData(rows, classes, round(per_class, 2), "")
     if config.validation_file is None:
-        if config.early_stopping_patience not in (None, _strategy_patience(config)):
+        # A patience the strategy filled in (feature extraction: 5) has nothing to stop on here and never
+        # triggers; only one the user asked for is refused.
+        if config.early_stopping_patience is not None and "early_stopping_patience" not in getattr(
+                config, "strategy_defaults_filled", ()):
             raise UserInputError(
                 f"--early-stopping-patience needs validation data, but the {rows} training rows ({per_class:.1f} per "
                 f"class) are too few to hold out a split (small-data policy); pass --validation-file, or drop "
@@ -134,11 +137,3 @@ def fewshot_card_lines(summary: dict[str, Any]) -> list[str]:
                      f"{last['iterations']} iterations (training accuracy {last['train_accuracy']:.4f}).")
     return lines
 
-
-def _strategy_patience(config: Any) -> Optional[int]:
-    """The early-stopping patience the strategy sets by default (feature extraction: 5). Without
-    validation data it has nothing to stop on and never triggers, so only a patience asked for by
-    the user is refused."""
-    from .strategies import strategy_class
-
-    return strategy_class(config.strategy).defaults.get("early_stopping_patience")

@@ -272,9 +272,12 @@ def strategy_class(name: str) -> type[Strategy]:
 
 def fill_strategy_defaults(config: "TrainConfig") -> None:
     """Give the settings left at None the defaults of ``config.strategy`` (:attr:`Strategy.defaults`), in place."""
+    filled = set()
     for name, value in {**Strategy.defaults, **strategy_class(config.strategy).defaults}.items():
         if getattr(config, name) is None:
             setattr(config, name, value)
+            filled.add(name)
+    config.__dict__["strategy_defaults_filled"] = filled  # not a field: never saved, read by the small-data policy
 
 
 def check_strategy_settings(config: "TrainConfig") -> None:
