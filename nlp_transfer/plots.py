@@ -116,6 +116,10 @@ def training_curves(summary: dict[str, Any]) -> Any:
     if best:
         scores.axvline(best, color="grey", linestyle="--", linewidth=1, label=f"best epoch ({best})")
     scores.set(title="Validation metrics", xlabel="epoch", ylabel="score")
+    low, high = scores.get_ylim()
+    if high - low < 0.1:  # a flat or single-epoch curve: no zoom that makes noise look like a trend
+        middle = (low + high) / 2
+        scores.set_ylim(middle - 0.05, middle + 0.05)
     for axes in (loss, scores):
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlim(0 if curve else min(epochs) - 0.25, max(epochs) + 0.25)
