@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .domain_settings import DANN_DESCRIPTION, DANN_OPTIONS, check_dann_config
 from .errors import UserInputError
 from .layers import encoder_of, layer_groups, set_trainable
-from .strategy_base import Strategy, TrainConfig, TrainingData  # noqa: F401  (re-exported)
+from .strategy_base import Strategy, TrainConfig, TrainingData, require_single_label  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -177,6 +177,7 @@ class Contrastive(Strategy):
 
     @classmethod
     def check_config(cls, config: "TrainConfig") -> None:
+        require_single_label(config, "contrastive", "its pairs are of the same class or of two classes")
         pairs = config.pairs
         if pairs is not None and (isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 2):
             raise UserInputError(f"--pairs must be an integer of at least 2 (pairs per epoch); got {pairs!r}.")
@@ -242,6 +243,7 @@ class Dann(Strategy):
 
     @classmethod
     def check_config(cls, config: "TrainConfig") -> None:
+        require_single_label(config, "dann", "its target labels and pseudo-labels are classes")
         check_dann_config(config)
 
     def check_model(self, model: "nn.Module") -> None:

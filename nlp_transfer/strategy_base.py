@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from .errors import UserInputError
+
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
@@ -94,3 +96,14 @@ class TrainingData:
     train_loader: Any
     val_loader: Any
     summary: dict[str, Any] = field(default_factory=dict)
+
+
+def require_single_label(config: "TrainConfig", strategy: str, why: str) -> None:
+    """Refuse ``--strategy strategy`` for multi-label or regression data, saying ``why`` it needs classes."""
+    if getattr(config, "task", "classification") != "classification" or getattr(config, "multi_label", False) \
+            or getattr(config, "label_columns", None):
+        kind = "regression" if getattr(config, "task", "classification") == "regression" else "multi-label"
+        raise UserInputError(
+            f"--strategy {strategy} trains single-label classifiers ({why}); it does not support {kind} data. "
+            "Use --strategy finetune, feature-extraction, freeze, gradual-unfreeze or lora."
+        )

@@ -225,3 +225,11 @@ def test_every_strategy_saves_a_plain_folder_that_pipeline_reproduces(strategy, 
                                        and not k.startswith("classifier."))
     elif strategy != "gradual-unfreeze":  # (its top layer trains only if the second epoch was the best)
         assert moved
+
+
+@pytest.mark.parametrize("strategy", ["contrastive", "dann"])
+@pytest.mark.parametrize("task", [{"task": "regression"}, {"multi_label": True}, {"label_columns": "a,b"}])
+def test_class_based_strategies_refuse_other_problem_types(strategy, task):
+    extra = {"target_file": "target.csv"} if strategy == "dann" else {}
+    with pytest.raises(UserInputError, match=f"--strategy {strategy} trains single-label classifiers"):
+        TrainConfig(train_file="train.csv", strategy=strategy, **task, **extra)
