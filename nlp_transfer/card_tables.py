@@ -59,6 +59,12 @@ def card_rows(task: Any, config: dict[str, Any], metrics: dict[str, Any], summar
     }
 
 
+
+def per_class_rows(report: dict[str, Any], labels: Sequence[str], columns: Sequence[str]) -> list[str]:
+    """Table rows of a report's per-class results: the label, ``columns`` to 4 decimals, the support."""
+    return [table_row([escape_cell(label), *(f"{report['per_class'][label][k]:.4f}" for k in columns),
+                       report["per_class"][label]["support"]]) for label in labels]
+
 def multi_label_card_context(task: Any, metrics: dict[str, Any]) -> dict[str, Any]:
     """Template variables of ``multi_label.md``: labels with their thresholds, per-label results per split."""
     shown, more = capped(list(enumerate(task.labels)), "labels", "config.json (id2label)")
@@ -71,9 +77,7 @@ def multi_label_card_context(task: Any, metrics: dict[str, Any]) -> dict[str, An
         report = metrics.get(name)
         if not report:
             continue
-        rows = [table_row([escape_cell(label), *(f"{report['per_class'][label][k]:.4f}" for k in
-                                                 ("threshold", "precision", "recall", "f1")),
-                           report["per_class"][label]["support"]]) for _, label in shown]
+        rows = per_class_rows(report, [label for _, label in shown], ("threshold", "precision", "recall", "f1"))
         splits.append({"name": name, "metrics": report, "plain": report.get("at_0.5") or {}, "per_class_rows": rows})
     named = ", ".join(escape_cell(label) for label in task.labels[:10]) + (", …" if len(task.labels) > 10 else "")
     return {"label_rows": [table_row([i, escape_cell(label), f"{thresholds.get(label, 0.5):.4f}"]) for i, label in shown],

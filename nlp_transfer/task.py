@@ -144,7 +144,7 @@ class SingleLabelClassification(Task):
         return ClassificationReport(self.labels)
 
     def card_context(self, metrics: Mapping[str, Any]) -> dict[str, Any]:
-        from .card_tables import MAX_MATRIX_LABELS, capped, escape_cell, table_row
+        from .card_tables import MAX_MATRIX_LABELS, capped, escape_cell, per_class_rows, table_row
 
         shown, more = capped(list(enumerate(self.labels)), "labels", "config.json (id2label)")
         splits = []
@@ -152,9 +152,7 @@ class SingleLabelClassification(Task):
             report = metrics.get(name)
             if not report:
                 continue
-            rows = [table_row([escape_cell(label), *(f"{report['per_class'][label][k]:.4f}" for k in
-                                                     ("precision", "recall", "f1")),
-                               report["per_class"][label]["support"]]) for _, label in shown]
+            rows = per_class_rows(report, [label for _, label in shown], ("precision", "recall", "f1"))
             matrix = report["confusion_matrix"]
             small = len(matrix["labels"]) <= MAX_MATRIX_LABELS
             splits.append({
