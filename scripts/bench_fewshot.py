@@ -36,6 +36,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench_data import read_rows, write_rows
+
+
 DATA = Path(os.environ.get("NLP_TRANSFER_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 METHODS = ("setfit", "contrastive", "finetune", "feature-extraction")
 DATASETS = ("trec", "rotten_tomatoes", "bbc_news")
@@ -52,23 +55,6 @@ def sample_rows(rows: list[dict[str, str]], per_class: int, seed: int) -> list[d
     chosen = [r for label in sorted(by_label) for r in rng.sample(by_label[label], min(per_class, len(by_label[label])))]
     rng.shuffle(chosen)
     return chosen
-
-
-def read_rows(path: Path) -> list[dict[str, str]]:
-    import csv
-
-    with path.open(newline="", encoding="utf-8") as fh:
-        return [{"text": r["text"], "label": r["label"]} for r in csv.DictReader(fh)]
-
-
-def write_rows(path: Path, rows: list[dict[str, str]]) -> Path:
-    import csv
-
-    with path.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def scores(truth: list[str], predicted: list[str]) -> dict[str, float]:

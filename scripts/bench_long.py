@@ -27,7 +27,6 @@ the training and validation windows once.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -40,20 +39,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-
-def read_rows(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as fh:
-        return [{"text": r["text"], "label": r["label"]} for r in csv.DictReader(fh)]
-
-
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+from bench_data import SHARED, read_rows, write_rows
 
 
 def run_one(args: argparse.Namespace, files: dict[str, Path], work: Path, mode: str, length: int) -> dict[str, Any]:

@@ -35,7 +35,6 @@ Needs scikit-learn for the baseline (``pip install 'nlp-transfer[bench]'``).
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
@@ -48,21 +47,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from bench_data import SHARED, read_rows, write_rows
+
+
 MAX_LENGTH = {"bbc_news": 128, "trec": 64}
-
-
-def read_rows(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as fh:
-        return [{"text": r["text"], "label": r["label"]} for r in csv.DictReader(fh)]
-
-
-def write_rows(path: Path, rows: list[dict]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def subset_files(dataset: str, train_rows: int | None, test_rows: int | None, seed: int, workdir: Path) -> dict[str, Any]:
