@@ -14,7 +14,9 @@ training ``max_length`` exactly as :func:`~nlp_transfer.inference.load_classifie
 answers equal ``Classifier.predict``. A bad request gets a 4xx with ``{"error", "error_type"}``:
 400 malformed JSON, 422 a payload of the wrong shape or type or empty inputs, 413 a body over
 ``max_body_bytes`` or more than ``max_inputs`` texts, 401 a missing or wrong API key (compared in
-constant time), 404/405 unknown routes or methods. No request can stop the server.
+constant time), 404/405 unknown routes or methods. When ``max_queue`` texts already wait for the
+model, a request is refused with 503 and a ``Retry-After`` header (seconds) instead of waiting
+without bound; so is one that arrives while the server drains. No request can stop the server.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .batching import DynamicBatcher
+from .batching import DynamicBatcher, Overloaded
+from .errors import UserInputError
 from .inference import Classifier
 from .predictions import top_k_labels
 from .onnx_model import OnnxSequenceClassifier
@@ -47,6 +50,8 @@ class ServeSettings:
         batching: False runs every request as its own forward pass.
         max_inputs: most texts in one request (more: 413), TEI's ``max_client_batch_size``.
         max_body_bytes: largest request body (more: 413).
+        max_queue: most texts waiting for a forward pass (a request that would go past it: 503 with
+            ``Retry-After``); at least ``max_inputs``, so every accepted request size fits an empty queue.
         api_key: when set, ``/predict`` and ``/info`` need ``Authorization: Bearer <key>``.
         model_id: the name ``/info`` reports.
     """
@@ -56,16 +61,23 @@ class ServeSettings:
     batching: bool = True
     max_inputs: int = 256
     max_body_bytes: int = 1_048_576
+    max_queue: int = 1024
     api_key: Optional[str] = None
     model_id: str = "model"
+
+    def __post_init__(self) -> None:
+        if self.max_queue < self.max_inputs:
+            raise UserInputError(f"--max-queue {self.max_queue} is smaller than --max-inputs {self.max_inputs}: a "
+                                 "request of the largest allowed size could never be queued; raise --max-queue or "
+                                 "lower --max-inputs.")
 
 
 class ApiError(Exception):
     """A request the server refuses: HTTP status, TEI error type and a sentence for the client."""
 
-    def __init__(self, status: int, error_type: str, message: str):
+    def __init__(self, status: int, error_type: str, message: str, headers: Optional[dict[str, str]] = None):
         super().__init__(message)
-        self.status, self.error_type, self.message = status, error_type, message
+        self.status, self.error_type, self.message, self.headers = status, error_type, message, headers
 
 
 def _error(status: int, error_type: str, message: str, headers: Optional[dict[str, str]] = None) -> JSONResponse:
@@ -80,7 +92,7 @@ def create_app(clf: Classifier, settings: ServeSettings) -> FastAPI:
         settings: batching and limits.
     """
     batcher = DynamicBatcher(lambda texts, pairs: clf.predict_proba(texts, pairs, batch_size=settings.max_batch_size),
-                             settings.max_batch_size, settings.max_wait_ms, settings.batching)
+                             settings.max_batch_size, settings.max_wait_ms, settings.batching, settings.max_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -94,7 +106,7 @@ def create_app(clf: Classifier, settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, err: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if err.status == 401 else err.headers
         return _error(err.status, err.error_type, err.message, headers)
 
     @app.exception_handler(StarletteHTTPException)
@@ -119,7 +131,11 @@ def create_app(clf: Classifier, settings: ServeSettings) -> FastAPI:
         _authorize(request, settings.api_key)
         payload = _parse_json(await _read_body(request, settings.max_body_bytes))
         single, texts, pairs, top_k = _parse_predict(payload, clf, settings.max_inputs)
-        probs = await batcher.submit(texts, pairs)
+        try:
+            probs = await batcher.submit(texts, pairs)
+        except Overloaded as err:
+            raise ApiError(503, "Overloaded", f"{err}; retry in {err.retry_after} s (serve's --max-queue sets the "
+                           "limit).", {"Retry-After": str(err.retry_after)}) from None
         answers = _predictions(clf, probs, top_k)
         return JSONResponse(answers[0] if single else answers)
 
@@ -224,5 +240,7 @@ def _info(clf: Classifier, settings: ServeSettings, batcher: DynamicBatcher) -> 
         "max_batch_requests": settings.max_batch_size,
         "settings": limits,
         "batches_run": batcher.batches,
+        "queued_texts": batcher.queued,
+        "refused_overloaded": batcher.refused,
         "version": __version__,
     }

@@ -215,3 +215,101 @@ def test_inputs_follow_tei_single_batch_and_pair_forms():
         with pytest.raises(ApiError) as err:
             _inputs(bad, pair_model)
         assert err.value.status == 422
+
+
+class HeldClassifier:
+    """The real classifier, whose forward passes wait until the test releases them: a model slower than any client."""
+
+    def __init__(self, clf):
+        self.clf = clf
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.clf, name)
+
+    def predict_proba(self, texts, pairs=None, **kwargs):
+        self.entered.set()
+        if not self.release.wait(60):
+            raise TimeoutError("the test never released the model")
+        return self.clf.predict_proba(texts, pairs, **kwargs)
+
+
+class InProcessServer(Server):
+    """The app of ``serve`` run by uvicorn in a thread of the test process, so its model can be held."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.uvicorn = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
+                                                     access_log=False, lifespan="on"))
+        self.thread = threading.Thread(target=self.uvicorn.run, daemon=True)
+        self.thread.start()
+        for _ in range(300):
+            if self.uvicorn.started:
+                return
+            time.sleep(0.05)
+        raise RuntimeError("the in-process server did not start")
+
+    def post(self, inputs: Any) -> tuple[int, dict[str, str], Any]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        try:
+            connection.request("POST", "/predict", body=json.dumps({"inputs": inputs}),
+                               headers={"Content-Type": "application/json"})
+            response = connection.getresponse()
+            return response.status, dict(response.getheaders()), json.loads(response.read())
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.uvicorn.should_exit = True
+        self.thread.join(timeout=60)
+
+
+def test_a_full_queue_answers_503_with_retry_after_under_concurrent_clients(clf):
+    from nlp_transfer.serving import ServeSettings, create_app
+
+    held = HeldClassifier(clf)
+    server = InProcessServer(create_app(held, ServeSettings(max_queue=4, max_inputs=4, max_batch_size=8, max_wait_ms=0)))
+    try:
+        with ThreadPoolExecutor(17) as pool:
+            first = pool.submit(server.post, "good film")
+            assert held.entered.wait(30)  # the first request is on the model thread, which now stays busy
+            texts = [text for text, _ in synthetic_rows(16, seed=21, labels=LABELS)]
+            calls = [pool.submit(server.post, text) for text in texts]  # 16 clients at once, room for 4 texts
+            deadline = time.monotonic() + 30
+            while sum(call.done() for call in calls) < 12 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            info = server.request("GET", "/info")[1]
+            assert (info["queued_texts"], info["refused_overloaded"]) == (4, 12)
+            refused = [call.result() for call in calls if call.done()]
+            assert len(refused) == 12
+            for status, headers, body in refused:
+                assert status == 503 and body["error_type"] == "Overloaded" and "--max-queue" in body["error"]
+                assert int(headers["retry-after"]) >= 1
+            assert server.post(["one more"])[0] == 503  # still full: nothing has drained
+            held.release.set()
+            answered = [(text, call.result()) for text, call in zip(texts, calls) if call.result()[0] == 200]
+            assert first.result()[0] == 200 and len(answered) == 4
+        for text, (_, _, body) in answered:
+            _assert_same([body], _expected(clf, [text], None))
+        # The server keeps serving: a full-size request fits the drained queue.
+        status, _, body = server.post(texts[:4])
+        assert status == 200
+        _assert_same(body, _expected(clf, texts[:4], None))
+        assert server.request("GET", "/info")[1]["queued_texts"] == 0
+    finally:
+        held.release.set()
+        server.stop()
+
+
+def test_max_queue_smaller_than_max_inputs_is_refused_before_loading(capsys):
+    from nlp_transfer.cli import main
+
+    assert main(["serve", "no-such-model", "--max-inputs", "16", "--max-queue", "8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --max-queue 8 is smaller than --max-inputs 16: a request of the largest allowed size could "
+                   "never be queued; raise --max-queue or lower --max-inputs."]

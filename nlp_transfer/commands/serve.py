@@ -57,6 +57,10 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
                         help=with_default("Most texts in one request; more get 413.", 256))
     limits.add_argument("--max-body-bytes", type=PositiveInt("--max-body-bytes"), default=1_048_576, metavar="BYTES",
                         help=with_default("Largest request body; larger gets 413.", 1_048_576))
+    limits.add_argument("--max-queue", type=PositiveInt("--max-queue"), default=1024, metavar="N",
+                        help=with_default("Most texts waiting for a forward pass; a request that would go past it gets "
+                                          "503 with a Retry-After header instead of an ever longer wait. At least "
+                                          "--max-inputs.", 1024))
     limits.add_argument("--drain-seconds", type=PositiveInt("--drain-seconds"), default=30, metavar="S",
                         help=with_default("On SIGTERM, how long requests in flight may take to finish.", 30))
     serve.set_defaults(func=_cmd_serve)
@@ -71,12 +75,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from ..inference import load_classifier
     from ..serving import ServeSettings, create_app
 
-    quiet_libraries(args.quiet)
-    clf = load_classifier(args.model_dir, backend=args.backend)
     settings = ServeSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                              batching=not args.no_batching, max_inputs=args.max_inputs,
-                             max_body_bytes=args.max_body_bytes, api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+                             max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
+                             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
                              model_id=os.path.basename(os.path.normpath(args.model_dir)))
+    quiet_libraries(args.quiet)
+    clf = load_classifier(args.model_dir, backend=args.backend)
     config = uvicorn.Config(create_app(clf, settings), host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
                             access_log=False, timeout_graceful_shutdown=args.drain_seconds, lifespan="on")
     print(f"serving {args.model_dir} ({len(clf.labels)} labels, {clf.device}) on http://{args.host}:{args.port} "
