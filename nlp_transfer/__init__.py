@@ -27,13 +27,15 @@ _PUBLIC = {
     "push_to_hub": "hub",
     "Classifier": "inference",
     "load_classifier": "inference",
+    "ExportOptions": "onnx_export",
+    "export_onnx": "onnx_export",
     "TrainResult": "trainer",
     "train": "trainer",
 }
 
 __all__ = [
-    "Classifier", "DEFAULT_MODEL", "PushError", "PushResult", "TrainConfig", "TrainResult", "UserInputError",
-    "evaluate_model", "load_classifier", "push_to_hub", "train", "__version__",
+    "Classifier", "DEFAULT_MODEL", "ExportOptions", "PushError", "PushResult", "TrainConfig", "TrainResult",
+    "UserInputError", "evaluate_model", "export_onnx", "load_classifier", "push_to_hub", "train", "__version__",
 ]
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ imports on demand
@@ -42,6 +44,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time __getattr__ impo
     from .evaluation import evaluate_model
     from .hub import PushError, PushResult, push_to_hub
     from .inference import Classifier, load_classifier
+    from .onnx_export import ExportOptions, export_onnx
     from .trainer import TrainResult, train
 
 

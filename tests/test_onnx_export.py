@@ -15,10 +15,9 @@ import pytest
 pytest.importorskip("onnxruntime", reason="the ONNX extra is not installed: pip install 'nlp-transfer[onnx]'")
 pytest.importorskip("onnxscript", reason="the ONNX extra is not installed: pip install 'nlp-transfer[onnx]'")
 
-from nlp_transfer import UserInputError, load_classifier
+from nlp_transfer import ExportOptions, UserInputError, export_onnx, load_classifier
 from nlp_transfer.cli import main
 from nlp_transfer.evaluation import evaluate_model
-from nlp_transfer.onnx_export import ExportOptions, export_onnx
 
 from conftest import requires_shared_data, synthetic_rows
 from deploy_models import LABELS, train_tiny_classifier
@@ -166,6 +165,53 @@ def test_backend_mismatches_are_refused(trained, fp32_dir):
         load_classifier(fp32_dir, quantize="int8")
     with pytest.raises(UserInputError, match="already an ONNX export"):
         export_onnx(fp32_dir, str(Path(fp32_dir).parent / "again"))
+
+
+def test_export_onnx_from_the_package_root_writes_checks_and_never_replaces_silently(trained, tmp_path):
+    import nlp_transfer
+    from nlp_transfer import onnx_export
+
+    assert nlp_transfer.export_onnx is onnx_export.export_onnx and "export_onnx" in nlp_transfer.__all__
+    model_dir, _ = trained
+    target = tmp_path / "api-export"
+    record = nlp_transfer.export_onnx(model_dir, str(target), nlp_transfer.ExportOptions(sample_size=16))
+    assert record["output_dir"] == str(target) and record["quantize"] is None
+    assert record["check"]["compared"] == 16 and record["check"]["label_agreement"] == 1.0
+    saved = json.loads((target / "onnx_export.json").read_text())
+    assert saved == {k: v for k, v in record.items() if k != "output_dir"}
+    texts = _texts()
+    assert [p["label"] for p in load_classifier(str(target)).predict(texts)] == \
+        [p["label"] for p in load_classifier(model_dir, device="cpu").predict(texts)]
+
+    written = (target / "model.onnx").stat().st_mtime_ns
+    with pytest.raises(UserInputError, match="already holds a model; pass --overwrite"):
+        nlp_transfer.export_onnx(model_dir, str(target), nlp_transfer.ExportOptions(quantize="int8"))
+    assert (target / "model.onnx").stat().st_mtime_ns == written
+    replaced = nlp_transfer.export_onnx(model_dir, str(target), ExportOptions(quantize="int8", overwrite=True))
+    assert replaced["quantize"] == "int8" and json.loads((target / "onnx_export.json").read_text())["quantize"] == "int8"
+    with pytest.raises(UserInputError, match="--quantize 'int4' is unknown"):
+        ExportOptions(quantize="int4")
+
+
+def test_export_onnx_without_the_extra_is_one_clear_error_and_the_import_stays_cheap(trained, tmp_path):
+    script = (
+        "import json, sys\n"
+        "sys.modules['onnxruntime'] = None  # the onnx extra is not installed\n"
+        "import nlp_transfer\n"
+        "heavy = [m for m in ('torch', 'transformers', 'onnx') if m in sys.modules]\n"
+        "from nlp_transfer import UserInputError, export_onnx\n"
+        "try:\n"
+        "    export_onnx(sys.argv[1], sys.argv[2])\n"
+        "except UserInputError as err:\n"
+        "    print(json.dumps([heavy, str(err)]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script, trained[0], str(tmp_path / "o")], capture_output=True,
+                         text=True, check=True)
+    heavy, message = json.loads(out.stdout.strip().splitlines()[-1])
+    assert heavy == []
+    assert message == ("nlp-transfer export --format onnx needs the optional package(s) onnxruntime, which are not "
+                       "installed; install them with: pip install 'nlp-transfer[onnx]'")
+    assert not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize("command, module, extra", [
