@@ -214,6 +214,33 @@ def test_export_onnx_without_the_extra_is_one_clear_error_and_the_import_stays_c
     assert not (tmp_path / "o").exists()
 
 
+OPTIMUM_PYTHON = os.environ.get("NLP_TRANSFER_OPTIMUM_PYTHON")
+_OPTIMUM_SCRIPT = (
+    "import json, sys\n"
+    "sys.modules['nlp_transfer'] = None  # the folder must stand alone\n"
+    "from optimum.onnxruntime import ORTModelForSequenceClassification\n"
+    "from transformers import AutoTokenizer, pipeline\n"
+    "folder, texts = sys.argv[1], json.loads(sys.argv[2])\n"
+    "model = ORTModelForSequenceClassification.from_pretrained(folder)\n"
+    "clf = pipeline('text-classification', model=model, tokenizer=AutoTokenizer.from_pretrained(folder), top_k=None)\n"
+    "print(json.dumps(clf(texts, truncation=True)))\n"
+)
+
+
+@pytest.mark.skipif(not OPTIMUM_PYTHON, reason="optimum-onnx (0.1.0) needs transformers<4.58, so it lives in another "
+                    "environment: set NLP_TRANSFER_OPTIMUM_PYTHON to that environment's python to run this test")
+def test_optimum_ort_model_and_pipeline_load_the_export(trained, fp32_dir):
+    """optimum's ORTModelForSequenceClassification in pipeline() answers as load_classifier, without nlp-transfer."""
+    texts = _texts()
+    out = subprocess.run([OPTIMUM_PYTHON, "-c", _OPTIMUM_SCRIPT, fp32_dir, json.dumps(texts)], capture_output=True,
+                         text=True, check=True, env={**os.environ, "PYTHONPATH": "", "TOKENIZERS_PARALLELISM": "false"})
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    want = load_classifier(trained[0], device="cpu").predict(texts, top_k=len(LABELS))
+    assert [[p["label"] for p in row] for row in got] == [[p["label"] for p in row] for row in want]
+    for row_got, row_want in zip(got, want):
+        assert [p["score"] for p in row_got] == pytest.approx([p["score"] for p in row_want], abs=1e-5)
+
+
 @pytest.mark.parametrize("command, module, extra", [
     (["export", "M", "--format", "onnx", "--output-dir", "O"], "onnxruntime", "onnx"),
     (["serve", "M"], "fastapi", "serve"),
