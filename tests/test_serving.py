@@ -313,3 +313,19 @@ def test_max_queue_smaller_than_max_inputs_is_refused_before_loading(capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: --max-queue 8 is smaller than --max-inputs 16: a request of the largest allowed size could "
                    "never be queued; raise --max-queue or lower --max-inputs."]
+
+
+def test_an_address_that_cannot_be_bound_is_one_line_before_the_model_loads(capsys):
+    from nlp_transfer.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        # The model folder does not exist: the port is checked first, so a taken port fails before minutes of loading.
+        assert main(["serve", "no-such-model", "--port", str(port)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{port} (Address already in use); another process listens there; stop it or "
+        "choose another --port."]
+    assert main(["serve", "no-such-model", "--host", "no-such-host.invalid"]) == 2
+    assert "--host 'no-such-host.invalid' is not an address" in capsys.readouterr().err

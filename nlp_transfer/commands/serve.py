@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import socket
 import sys
 from typing import Any
 
+from ..errors import UserInputError
 from ..options import PositiveInt, with_default
 from . import add_backend, quiet_libraries
 
@@ -80,11 +83,44 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                              max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
                              api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
                              model_id=os.path.basename(os.path.normpath(args.model_dir)))
+    listener = listen(args.host, args.port)  # before the model loads: a taken port fails in a second, not minutes
+    port = listener.getsockname()[1]
     quiet_libraries(args.quiet)
     clf = load_classifier(args.model_dir, backend=args.backend)
-    config = uvicorn.Config(create_app(clf, settings), host=args.host, port=args.port, log_level="warning" if args.quiet else "info",
+    config = uvicorn.Config(create_app(clf, settings), host=args.host, port=port, log_level="warning" if args.quiet else "info",
                             access_log=False, timeout_graceful_shutdown=args.drain_seconds, lifespan="on")
-    print(f"serving {args.model_dir} ({len(clf.labels)} labels, {clf.device}) on http://{args.host}:{args.port} "
+    print(f"serving {args.model_dir} ({len(clf.labels)} labels, {clf.device}) on http://{args.host}:{port} "
           "- POST /predict, GET /health, GET /info", file=sys.stderr, flush=True)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[listener])
     return 0
+
+
+_BIND_HINTS = {
+    errno.EADDRINUSE: "another process listens there; stop it or choose another --port",
+    errno.EACCES: "ports below 1024 need administrator rights; choose a --port from 1024 up",
+    errno.EADDRNOTAVAIL: "that address is not one of this machine's; use 127.0.0.1 (this machine only) or 0.0.0.0 (all)",
+}
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` for uvicorn (``port`` 0: a free one), or a one-line refusal.
+
+    Raises:
+        UserInputError: the host does not resolve, or the address cannot be bound (taken, not ours, privileged).
+    """
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as err:
+        raise UserInputError(f"--host {host!r} is not an address or a name this machine resolves ({err.strerror}); "
+                             "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface).") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a restart need not wait for TIME_WAIT
+    try:
+        sock.bind(address)
+    except OSError as err:
+        sock.close()
+        hint = _BIND_HINTS.get(err.errno, "check --host and --port")
+        raise UserInputError(f"cannot listen on {host}:{port} ({err.strerror}); {hint}.") from None
+    sock.set_inheritable(True)
+    return sock
