@@ -66,6 +66,11 @@ class ServeSettings:
     model_id: str = "model"
 
     def __post_init__(self) -> None:
+        if self.api_key is not None and not (self.api_key.isascii() and self.api_key.isprintable()
+                                             and self.api_key and " " not in self.api_key):
+            # An empty key would silently turn authentication off; others could never be sent in the header.
+            raise UserInputError("the API key is empty or holds spaces or non-ASCII characters; use printable ASCII "
+                                 "without spaces, e.g. from: python -c 'import secrets; print(secrets.token_urlsafe())'")
         if self.max_queue < self.max_inputs:
             raise UserInputError(f"--max-queue {self.max_queue} is smaller than --max-inputs {self.max_inputs}: a "
                                  "request of the largest allowed size could never be queued; raise --max-queue or "

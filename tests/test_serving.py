@@ -180,8 +180,17 @@ def test_api_key_is_required_except_for_health(model_dir):
         assert server.request("GET", "/info")[0] == 401
         assert server.request("POST", "/predict", payload, {"Authorization": "Bearer s3cret"})[0] == 200
         assert server.request("GET", "/health")[0] == 200
+        assert "s3cret" not in json.dumps(server.request("GET", "/info", headers={"Authorization": "Bearer s3cret"}))
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("key", ["", "two words", "clé"])
+def test_an_api_key_that_could_never_match_or_would_turn_auth_off_is_refused(key, capsys):
+    from nlp_transfer.cli import main
+
+    assert main(["serve", "no-such-model", "--api-key", key]) == 2
+    assert "the API key is empty or holds spaces or non-ASCII characters" in capsys.readouterr().err
 
 
 def test_sigterm_finishes_requests_in_flight(model_dir, clf):

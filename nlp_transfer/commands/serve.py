@@ -81,7 +81,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
                              batching=not args.no_batching, max_inputs=args.max_inputs,
                              max_body_bytes=args.max_body_bytes, max_queue=args.max_queue,
-                             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+                             api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV) or None,
                              model_id=os.path.basename(os.path.normpath(args.model_dir)))
     listener = listen(args.host, args.port)  # before the model loads: a taken port fails in a second, not minutes
     port = listener.getsockname()[1]
