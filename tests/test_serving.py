@@ -338,3 +338,42 @@ def test_an_address_that_cannot_be_bound_is_one_line_before_the_model_loads(caps
         "choose another --port."]
     assert main(["serve", "no-such-model", "--host", "no-such-host.invalid"]) == 2
     assert "--host 'no-such-host.invalid' is not an address" in capsys.readouterr().err
+
+
+def test_shutdown_finishes_the_running_and_the_queued_requests(clf):
+    """What SIGTERM starts (uvicorn's should_exit): no new connections; every accepted request still answered."""
+    from nlp_transfer.serving import ServeSettings, create_app
+
+    held = HeldClassifier(clf)
+    server = InProcessServer(create_app(held, ServeSettings(max_batch_size=2, max_wait_ms=0)))
+    texts = [text for text, _ in synthetic_rows(5, seed=33, labels=LABELS)]
+    try:
+        with ThreadPoolExecutor(5) as pool:
+            calls = [pool.submit(server.post, texts[0])]
+            assert held.entered.wait(30)
+            calls += [pool.submit(server.post, text) for text in texts[1:]]
+            deadline = time.monotonic() + 30
+            while server.request("GET", "/info")[1]["queued_texts"] < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert server.request("GET", "/info")[1]["queued_texts"] == 4  # one running, four waiting
+            server.uvicorn.should_exit = True  # uvicorn's SIGTERM handler does exactly this
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
+                    time.sleep(0.05)
+                except OSError:
+                    break  # the listener is closed: nothing new comes in
+            else:
+                raise AssertionError("the server kept accepting connections after shutdown began")
+            assert not any(call.done() for call in calls)
+            held.release.set()
+            answers = [call.result() for call in calls]
+        server.thread.join(timeout=60)
+        assert not server.thread.is_alive()
+        for text, (status, _, body) in zip(texts, answers):
+            assert status == 200
+            _assert_same([body], _expected(clf, [text], None))
+    finally:
+        held.release.set()
+        server.stop()
