@@ -16,7 +16,7 @@ answers equal ``Classifier.predict``. A bad request gets a 4xx with ``{"error", 
 ``max_body_bytes`` or more than ``max_inputs`` texts, 401 a missing or wrong API key (compared in
 constant time), 404/405 unknown routes or methods. When ``max_queue`` texts already wait for the
 model, a request is refused with 503 and a ``Retry-After`` header (seconds) instead of waiting
-without bound; so is one that arrives while the server drains. No request can stop the server.
+without bound. No request can stop the server.
 """
 
 from __future__ import annotations
