@@ -40,7 +40,9 @@ def card_rows(task: Any, config: dict[str, Any], metrics: dict[str, Any], summar
     splits = list(counts)
     labels, more = capped(summary["labels"], "labels", "training_summary.json")
     count_rows = [table_row([escape_cell(label), *(counts[s].get(label, 0) for s in splits)]) for label in labels]
-    count_rows.append(table_row(["**total**", *(f"**{sum(counts[s].values())}**" for s in splits)]))
+    # Texts per split: a multi-label text counts once in the total, however many labels it has.
+    texts = summary.get("text_counts") or {s: sum(counts[s].values()) for s in splits}
+    count_rows.append(table_row(["**texts**", *(f"**{texts.get(s, sum(counts[s].values()))}**" for s in splits)]))
     files = {split: Path(config[key]).name for split, key in
              (("train", "train_file"), ("validation", "validation_file"), ("test", "test_file")) if config.get(key)}
     return {

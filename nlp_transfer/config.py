@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config_checks import check_counts, check_numbers
+from .config_checks import check_choice, check_columns, check_counts, check_numbers
 from .errors import UserInputError
 from .hub_ids import DEFAULT_MODEL, check_repo_id
 from .long_text import DEFAULT_HEAD_FRACTION, DEFAULT_MAX_WINDOWS, LONG_TEXT_MODES, WINDOW_POOLINGS, check_long_text_settings
 from .pooling import POOLINGS, check_pooling_settings
-from .strategies import STRATEGIES as _STRATEGY_CLASSES, check_strategy_settings, fill_strategy_defaults
+from .strategies import HEAD_SOLVERS, STRATEGIES as _STRATEGY_CLASSES, check_strategy_settings, fill_strategy_defaults
 from .task_config import METRIC_NAMES, REGRESSION_LOSSES, TASK_KINDS, check_task_settings
 from .small_data import check_small_data_setting
 from .tracking import check_report_to
@@ -228,6 +228,13 @@ class TrainConfig:
         None, "With --strategy feature-extraction: folder for cached encoder outputs "
         "(default: nlp_transfer_features/ in the datasets cache).", "model", metavar="DIR",
     )
+    head_solver: Optional[str] = _opt(
+        None, "With --strategy feature-extraction: how the head is fit on the cached vectors. lbfgs: a logistic "
+        "regression solved to convergence, its L2 strength picked on the validation split (single-label data; "
+        "--epochs and --learning-rate do not apply). adamw: --epochs of gradient steps with early stopping. "
+        "Default: lbfgs for single-label classification, adamw for multi-label and regression.", "model",
+        choices=HEAD_SOLVERS,
+    )
     # --- few-shot: contrastive strategy and small-data policy (issue 18) ---
     pairs: Optional[int] = _opt(
         None, "With --strategy contrastive: sentence pairs drawn per epoch (half of one class, half of two classes, "
@@ -348,21 +355,9 @@ class TrainConfig:
         check_task_settings(self)  # problem types (issue 16); fills metric_for_best_model
         check_counts(self)
         check_numbers(self)
-        if self.metric_for_best_model not in METRIC_NAMES:
-            raise UserInputError(
-                f"metric_for_best_model {self.metric_for_best_model!r} is unknown; "
-                f"choose one of: {', '.join(METRIC_NAMES)}."
-            )
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise UserInputError(
-                f"mixed_precision {self.mixed_precision!r} is unknown; choose one of: {', '.join(MIXED_PRECISION)}."
-            )
-        if self.text_pair_column is not None and self.text_pair_column == self.text_column:
-            raise UserInputError(
-                f"text_pair_column and text_column are both {self.text_column!r}; the pair column must be a second column."
-            )
-        if self.label_column in (self.text_column, self.text_pair_column):
-            raise UserInputError(f"label_column {self.label_column!r} is also used as a text column.")
+        check_choice(self.metric_for_best_model, "metric_for_best_model", METRIC_NAMES)
+        check_choice(self.mixed_precision, "mixed_precision", MIXED_PRECISION)
+        check_columns(self)
         if self.push_to_hub is not None:  # a bad repo id must stop the run before training, not after
             check_repo_id(self.push_to_hub)
         check_strategy_settings(self)

@@ -56,3 +56,19 @@ def check_counts(config: Any) -> None:
         raise UserInputError(
             "--checkpoint-every asks for checkpoints but --keep-checkpoints 0 turns them off; drop one of them."
         )
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> None:
+    """Refuse a setting outside its choices, naming them."""
+    if value not in choices:
+        raise UserInputError(f"{name} {value!r} is unknown; choose one of: {', '.join(choices)}.")
+
+
+def check_columns(config: Any) -> None:
+    """The text, pair and label columns must be three different columns."""
+    if config.text_pair_column is not None and config.text_pair_column == config.text_column:
+        raise UserInputError(
+            f"text_pair_column and text_column are both {config.text_column!r}; the pair column must be a second column."
+        )
+    if config.label_column in (config.text_column, config.text_pair_column):
+        raise UserInputError(f"label_column {config.label_column!r} is also used as a text column.")

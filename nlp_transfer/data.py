@@ -147,6 +147,7 @@ class PreparedData:
     validation_source: str = "file"
     small_data: Optional[Any] = None  # nlp_transfer.small_data.SmallData when the policy applies
     long_text: dict[str, Any] = field(default_factory=dict)  # see long_text_record
+    text_counts: dict[str, int] = field(default_factory=dict)  # texts per split (a multi-label text has several labels)
 
 
 def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
@@ -191,7 +192,8 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
     counts = {name: label_counts(ds, labels, reader) for name, ds in splits.items() if ds is not None}
     truncated = _unread_fraction(train, config.max_length, long_text)
     record = long_text_record(long_text, {k: v for k, v in splits.items() if v is not None}, config.max_length, tokenizer)
-    return PreparedData(train, validation, test, labels, counts, truncated, source, small, record)
+    texts = {name: len(first_rows(ds)) for name, ds in splits.items() if ds is not None}
+    return PreparedData(train, validation, test, labels, counts, truncated, source, small, record, texts)
 
 
 

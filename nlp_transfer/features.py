@@ -247,19 +247,31 @@ def _with_labels(features: Dataset, ds: Dataset, documents: bool = False) -> Dat
     return features.with_format("torch")
 
 
-def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config: Any,
-                    device: Any) -> tuple[FeatureHead, DataLoader, DataLoader, CacheStats]:
+@dataclass
+class FeatureData:
+    """What :func:`feature_loaders` builds: the head to train, its loaders, the cached splits, cache stats."""
+
+    head: FeatureHead
+    train_loader: DataLoader
+    val_loader: Optional[DataLoader]
+    stats: CacheStats
+    train: Dataset  # cached vectors with labels (torch format)
+    validation: Optional[Dataset]
+
+
+def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config: Any, device: Any) -> FeatureData:
     """Wrap ``model`` in its :class:`FeatureHead` and build loaders over cached train/validation features.
 
     Args:
         model: the classifier with its encoder frozen (``strategies.apply_strategy``).
         data: the tokenized splits.
         tokenizer: pads batches for the encoder.
-        config: the run's :class:`TrainConfig` (pooling, max_length, batch sizes, seed, cache folder).
+        config: the run's :class:`TrainConfig` (pooling, max_length, batch sizes, seed, cache folder, head solver).
         device: where the encoder runs on a cache miss.
 
     Returns:
-        The head module to train, the shuffled training loader, the validation loader and cache stats.
+        The head, the shuffled training loader (without batches under ``--head-solver lbfgs``: the head is
+        fit at the epoch's end), the validation loader, the cached splits and the cache stats.
     """
     head = FeatureHead(model)
     model.to(device)
@@ -277,15 +289,61 @@ def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config
         logger.info("encoded %d texts once; features cached in %s", stats.rows_encoded, cache_dir)
     else:
         logger.info("all features read from the cache in %s (no encoder passes)", cache_dir)
-    # A plain shuffle whose order depends only on (seed, epoch), so a resumed run sees the same batches.
-    passes = passes_per_epoch(config, splits["train"].num_rows, data.small_data)
-    train_loader = training_loader(splits["train"], np.zeros(splits["train"].num_rows), config.batch_size,
-                                   config.seed, group_by_length=False, passes=passes)
+    train = splits["train"]
+    if getattr(config, "head_solver", None) == "lbfgs":
+        train_loader = no_steps(train)
+        if data.small_data is not None:  # one fit to convergence: no optimizer steps to add
+            data.small_data.min_steps = 0
+    else:  # a plain shuffle whose order depends only on (seed, epoch), so a resumed run sees the same batches
+        passes = passes_per_epoch(config, train.num_rows, data.small_data)
+        train_loader = training_loader(train, np.zeros(train.num_rows), config.batch_size, config.seed,
+                                       group_by_length=False, passes=passes)
     val_loader = DataLoader(splits["validation"], batch_size=config.eval_batch_size, shuffle=False) \
         if "validation" in splits else None
-    return head, train_loader, val_loader, stats
+    return FeatureData(head, train_loader, val_loader, stats, train, splits.get("validation"))
 
 
 def stats_dict(stats: CacheStats) -> dict[str, Any]:
     """``CacheStats`` as JSON-ready values."""
     return asdict(stats)
+
+
+def no_steps(dataset: Dataset) -> DataLoader:
+    """A training loader without batches: the head is fit at the epoch's end (``--head-solver lbfgs``), not by steps."""
+    return training_loader(dataset.select([]), np.zeros(0), 1, 0, group_by_length=False)
+
+
+def fit_head_on_cache(head: FeatureHead, train: Dataset, validation: Optional[Dataset], config: Any,
+                      accelerator: Any) -> dict[str, Any]:
+    """Fit the head as a logistic regression on the cached vectors, its L2 strength picked by ``--metric-for-best-model``.
+
+    Args:
+        head: the :class:`FeatureHead` the run trains (changed in place).
+        train, validation: the cached-feature splits (``features`` and ``labels`` columns, torch format).
+        config: the run's settings (``metric_for_best_model``).
+        accelerator: the run's accelerator.
+
+    Returns:
+        The fit's record for the epoch's history (:func:`nlp_transfer.linear_head.fit_on_features`).
+    """
+    from .linear_head import fit_on_features
+    from .metrics import compute_report
+
+    classes = head.classifier_model.config.num_labels
+    names = [str(i) for i in range(classes)]
+
+    def score(predicted: list[int], true: list[int]) -> float:
+        return compute_report(predicted, true, names)[config.metric_for_best_model]
+
+    def rows(ds: Optional[Dataset]) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        if ds is None or ds.num_rows == 0:
+            return None
+        everything = ds.select_columns(["features", "labels"])[:]  # torch format: one tensor per column
+        return everything["features"], everything["labels"]
+
+    record = fit_on_features(head, rows(train), rows(validation), classes, score, accelerator)
+    if accelerator.is_main_process:
+        tried = ", ".join(f"{t['c']:g}: {t['validation_score']:.4f}" for t in record["grid"] if t["validation_score"] is not None)
+        logger.info("head fit by L-BFGS logistic regression (C=%g%s)", record["c"],
+                    f"; validation {config.metric_for_best_model} by C: {tried}" if tried else ", no validation rows")
+    return record

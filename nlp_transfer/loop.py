@@ -156,7 +156,9 @@ def _end_epoch(run: Run, epoch: int, meter: "EpochMeter", validation: Optional[d
     state, config = run.state, run.config
     metric = config.metric_for_best_model
     measured = run.objective.end_of_epoch(run.model, run.accelerator)
-    entry = {"epoch": epoch + 1, "train_loss": meter.mean_loss(),
+    # An epoch without steps (a head fit by L-BFGS at its end) reports the fit's training loss.
+    loss = meter.mean_loss() if len(run.train_loader) else (strategy_work.get("head_fit") or {}).get("train_loss", math.nan)
+    entry = {"epoch": epoch + 1, "train_loss": loss,
              "validation": run.task.headline(validation) if validation is not None else None,
              **({"train_logs": meter.mean_logs()} if meter.log_sums else {}),
              **({"objective": measured} if measured else {}), **({"strategy": strategy_work} if strategy_work else {})}

@@ -25,6 +25,7 @@ from .artifacts import CARD_FILE, CONFIG_FILE, METRICS_FILE, MODEL_CONFIG_FILE, 
 from .card_tables import card_rows, escape_cell, table_row
 from .config import TrainConfig
 from .hub_ids import DEFAULT_MODEL
+from .feature_settings import head_fit_card_line
 from .small_data import fewshot_card_lines
 from .plots import plot_links
 from .long_text import card_context as long_text_card
@@ -216,6 +217,7 @@ def _procedure(config: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any
         "max_length": config["max_length"], "truncated_fraction": summary.get("truncated_fraction") or 0.0,
         "has_validation": any(entry.get("validation") for entry in summary.get("history", [])),
         "fewshot_lines": fewshot_card_lines(summary),
+        "head_fit_line": head_fit_card_line(summary, config["metric_for_best_model"]),
     }
 
 

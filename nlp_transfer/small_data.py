@@ -129,7 +129,8 @@ def fewshot_card_lines(summary: dict[str, Any]) -> list[str]:
         lines.append(f"Contrastive pairs: {pairs['pairs_per_epoch']} per epoch, {pairs['total_pairs']} in all "
                      f"({pairs['source']}), half of one class and half of two classes, label-balanced, drawn afresh "
                      "each epoch from the seed.")
-    fits = [e["strategy"]["head_fit"] for e in summary.get("history", []) if "head_fit" in (e.get("strategy") or {})]
+    fits = [e["strategy"]["head_fit"] for e in summary.get("history", []) if "head_fit" in (e.get("strategy") or {})
+            and "solver" not in e["strategy"]["head_fit"]]  # feature extraction's fit has its own card line
     if fits:
         last = fits[-1]
         lines.append(f"Head: logistic regression on the tuned encoder's pooled vectors of the {last['rows']} training "

@@ -50,6 +50,7 @@ def build_summary(data: Any, state: Any, command: str, extra: Optional[dict[str,
     summary = {
         "labels": data.labels,
         "label_counts": data.label_counts,
+        "text_counts": data.text_counts,
         "validation_source": data.validation_source,
         "truncated_fraction": data.truncated_fraction,
         "epochs_run": len(state.history),

@@ -9,9 +9,11 @@ encoder layer, so every saved folder is a plain BertForSequenceClassification):
   freeze4               embeddings + bottom 4 of 6 layers frozen
   gradual-unfreeze      ULMFiT: the head in epoch 1, one more layer group each later epoch
   lora-r8               LoRA r=8, alpha=16 on query/value (lr 5e-4), merged at save
-  feature-extraction    frozen encoder, pooler + classifier on cached vectors, at the strategy's defaults
-                        (lr 1e-3 without warm-up, up to 100 epochs, early stopping after 5 without a
-                        better validation score), from an empty cache: the encoding is part of the time
+  feature-extraction    frozen encoder, head on cached vectors, at the strategy's defaults (single-label:
+                        --head-solver lbfgs, a logistic regression solved by L-BFGS, its L2 strength
+                        picked on the validation split), from an empty cache: the encoding is part of the time
+  feature-extraction adamw  the same head trained by gradient steps (--head-solver adamw: lr 1e-3 without
+                        warm-up, up to 100 epochs, early stopping after 5), reading the cache the run above filled
   logreg (sklearn)      the baseline: scikit-learn LogisticRegression (default C=1, lbfgs) on the very
                         vectors the feature-extraction run cached, fitted on all training rows (the
                         head sees 90% of them; the other 10% pick its epoch), scored on the same test rows
@@ -77,6 +79,7 @@ RUN_GROUPS = ("feature-extraction", "finetune", "strategies")
 def strategy_runs(groups: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """The runs of the chosen groups; feature extraction keeps its strategy defaults (epochs, rate, stopping)."""
     features = {"strategy": "feature-extraction", "epochs": None}
+    adamw = {**features, "head_solver": "adamw"}
     runs = {
         "finetune": [("finetune", {})],
         "strategies": [
@@ -85,7 +88,8 @@ def strategy_runs(groups: list[str]) -> list[tuple[str, dict[str, Any]]]:
             ("gradual-unfreeze", {"strategy": "gradual-unfreeze"}),
             ("lora-r8", {"strategy": "lora", "lora_r": 8, "learning_rate": 5e-4}),
         ],
-        "feature-extraction": [("feature-extraction (cold cache)", features)],
+        "feature-extraction": [("feature-extraction (cold cache)", features),
+                               ("feature-extraction adamw (warm cache)", adamw)],
     }
     return [run for group in RUN_GROUPS if group in groups for run in runs[group]]
 

@@ -12,7 +12,8 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertForSequenceClassification, pipeline
 
 from nlp_transfer import TrainConfig, UserInputError, train
-from nlp_transfer.contrastive import PairSimilarity, freeze_head, logistic_regression
+from nlp_transfer.contrastive import PairSimilarity, freeze_head
+from nlp_transfer.linear_head import logistic_regression
 from nlp_transfer.evaluation import evaluate_model
 from nlp_transfer.metrics import compute_report
 from nlp_transfer.pairs import PairCollator, PairRows, sample_pairs

@@ -138,23 +138,31 @@ def test_feature_extraction_on_the_real_encoder(tmp_path):
     assert result.metrics["test"]["accuracy"] > 0.35
 
 
-def test_feature_extraction_defaults_fit_the_head_to_convergence():
+def test_feature_extraction_defaults_fit_the_head_to_convergence(caplog):
     config = TrainConfig(train_file="t.csv", strategy="feature-extraction")
-    assert (config.epochs, config.learning_rate, config.warmup_ratio, config.early_stopping_patience) == (100, 1e-3, 0.0, 5)
-    chosen = TrainConfig(train_file="t.csv", strategy="feature-extraction", epochs=7, learning_rate=5e-4,
-                         early_stopping_patience=2)
+    assert (config.head_solver, config.epochs) == ("lbfgs", 1)  # single-label: one L-BFGS fit
+    adamw = TrainConfig(train_file="t.csv", strategy="feature-extraction", head_solver="adamw")
+    assert (adamw.epochs, adamw.learning_rate, adamw.warmup_ratio, adamw.early_stopping_patience) == (100, 1e-3, 0.0, 5)
+    chosen = TrainConfig(train_file="t.csv", strategy="feature-extraction", head_solver="adamw", epochs=7,
+                         learning_rate=5e-4, early_stopping_patience=2)
     assert (chosen.epochs, chosen.learning_rate, chosen.early_stopping_patience) == (7, 5e-4, 2)
+    with caplog.at_level("WARNING"):  # loop settings given to an L-BFGS fit are named as not applying
+        ignored = TrainConfig(train_file="t.csv", strategy="feature-extraction", epochs=7, learning_rate=5e-4)
+    assert ignored.epochs == 1 and "--epochs, --learning-rate do(es) not apply" in caplog.text
+    for problem in ({"multi_label": True}, {"task": "regression"}):  # their heads train by gradient steps
+        assert TrainConfig(train_file="t.csv", strategy="feature-extraction", **problem).head_solver == "adamw"
     finetune = TrainConfig(train_file="t.csv")
     assert (finetune.epochs, finetune.learning_rate, finetune.warmup_ratio, finetune.early_stopping_patience) == \
         (3, 1e-4, 0.1, None)
     assert TrainConfig.from_dict(config.to_dict()) == config
+    assert TrainConfig.from_dict(adamw.to_dict()) == adamw
 
 
 def test_feature_extraction_at_its_defaults_stops_early_with_a_learnt_head(tiny_config, tmp_path):
     # The tiny encoder is random: its [CLS] vector carries little, the mean over the tokens carries the
     # keywords. This checks the schedule (no warm-up, early stopping) at the tiny model's learning rate;
     # scripts/bench_strategies.py measures the defaults on the real encoder.
-    result = train(tiny_config(strategy="feature-extraction", epochs=None, pooling="mean",
+    result = train(tiny_config(strategy="feature-extraction", head_solver="adamw", epochs=None, pooling="mean",
                                feature_cache_dir=str(tmp_path / "cache"), keep_checkpoints=0))
     history = result.summary["history"]
     assert 5 < len(history) < 100  # ran past the old 3-5 epochs, and early stopping ended it

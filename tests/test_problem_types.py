@@ -92,6 +92,9 @@ def test_multi_label_learns_and_saves_the_thresholds_tuned_on_validation(multi_l
     card = (folder / "README.md").read_text()
     assert "| label | threshold | precision | recall | F1 | support |" in card and "top_k=None" in card
     assert "Class weights in the loss (BCE pos_weight per label)" in card
+    # The data table's last row counts texts per split, not label occurrences (a text may have several labels).
+    assert "| **texts** | **240** | **60** | **60** |" in card
+    assert multi_label.summary["text_counts"] == {"train": 240, "validation": 60, "test": 60}
     assert json.loads((folder / "training_config.json").read_text())["class_weights"] == "balanced"
 
 

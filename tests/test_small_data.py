@@ -81,7 +81,18 @@ def test_unknown_small_data_value_is_refused(tiny_set):
 
 
 def test_feature_extraction_on_a_tiny_set_has_no_validation_and_enough_steps(tiny_set, tmp_path):
-    result = train(tiny_set(strategy="feature-extraction", feature_cache_dir=str(tmp_path / "features")))
+    result = train(tiny_set(strategy="feature-extraction", head_solver="adamw",
+                            feature_cache_dir=str(tmp_path / "features")))
     assert result.metrics["validation"] is None
     assert result.summary["small_data"]["passes_per_epoch"] == 9 and result.summary["optimizer_steps"] == 24
     assert result.summary["feature_cache"]["rows_encoded"] == 20  # the training rows only: no validation split
+
+
+def test_lbfgs_feature_extraction_on_a_tiny_set_fits_on_every_row_at_the_default_strength(tiny_set, tmp_path):
+    result = train(tiny_set(strategy="feature-extraction", feature_cache_dir=str(tmp_path / "features")))
+    assert result.metrics["validation"] is None and result.summary["optimizer_steps"] == 0
+    assert result.summary["small_data"]["passes_per_epoch"] == 1 and result.summary["small_data"]["min_steps"] == 0
+    fit = result.summary["history"][-1]["strategy"]["head_fit"]
+    assert (fit["rows"], fit["c"], [t["validation_score"] for t in fit["grid"]]) == (20, 1.0, [None])
+    card = (Path(result.output_dir) / "README.md").read_text()
+    assert "no validation rows to pick it" in card and "optimizer steps" not in card
