@@ -48,7 +48,7 @@ class Run:
     val_loader: Any
     checkpoints: Checkpoints
     state: TrainState
-    total_steps: int
+    total_steps: int  # optimizer steps of the whole run on each process: progress = global_step / total_steps
     training_modules: list[torch.nn.Module] = field(default_factory=list)  # the objective's, prepared
     best_weights: Optional[dict[str, torch.Tensor]] = None
     started: float = field(default_factory=time.perf_counter)

@@ -179,7 +179,7 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
     fingerprint = {**data_fingerprint(config, strategy.input_files()), "labels": data.labels}
     run = Run(config, accelerator, model, objective, strategy, task, optimizer, scheduler, train_loader, val_loader,
               Checkpoints(output.staging, config, accelerator, fingerprint),
-              TrainState(num_processes=accelerator.num_processes), total_steps, modules)
+              TrainState(num_processes=accelerator.num_processes), _steps_per_process(train_loader, config), modules)
     objective.add_sources(accelerator, data, tokenizer)
     run.log = TrainingLog(run)
     # The card links a Hub id; a local encoder folder is recorded by name only (its path means nothing elsewhere).
@@ -189,6 +189,12 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
     long_text = {"long_text": data.long_text} if data.long_text else {}
     return run, data, tokenizer, speed, {"strategy": config.strategy, **local, **small, **trained.summary, **weights,
                                             **long_text}
+
+
+def _steps_per_process(train_loader: Any, config: TrainConfig) -> int:
+    """Optimizer steps each process takes in the run (the progress denominator): with N processes each
+    reads 1/N of the batches, so the unsharded count (the scheduler's) would stop progress at 1/N."""
+    return math.ceil(len(train_loader) / config.gradient_accumulation_steps) * config.epochs
 
 
 def _param_groups(model: torch.nn.Module, strategy: Any, objective: Any, config: TrainConfig) -> list[dict[str, Any]]:
