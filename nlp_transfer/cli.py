@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 from .config import TrainConfig
 from .errors import UserInputError
 from .options import (
-    EXIT_USER_ERROR, Parser, PositiveInt, add_config_arguments, config_from_args, recorded_command_line, resume_command,
+    EXIT_USER_ERROR, Parser, PositiveInt, add_config_arguments, config_from_args, recorded_command_line,
     token_values, with_default,
 )
 from .commands import (
@@ -52,34 +52,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, command=args.command_line, hub_token=args.token)
     except TrainingInterrupted as stop:
-        _report_interruption(stop, args)
+        from .commands import report_interruption
+
+        report_interruption(stop, args)
         return stop.exit_code
     report = {"output_dir": result.output_dir, **{k: _headline(v) for k, v in result.metrics.items()}}
     if result.pushed is not None:
         report["hub"] = {"url": result.pushed.url, "commit_url": result.pushed.commit_url}
     print(json.dumps(report, indent=2))
     return 0
-
-
-def _report_interruption(stop: Any, args: argparse.Namespace) -> None:
-    """One line: where training stopped and the exact command that continues it."""
-    import signal
-
-    from accelerate import PartialState
-
-    state = PartialState()
-    if not state.is_main_process:
-        return
-    if stop.checkpoint is None:
-        print(f"interrupted: {stop}", file=sys.stderr)
-        return
-    how = resume_command(args.command_line, args.resume)
-    if state.num_processes > 1:
-        how = f"the same launcher with {state.num_processes} processes running {how}"
-    if args.token:
-        how += " (with --token again: it is never recorded)"
-    print(f"interrupted: stopped by {signal.Signals(stop.signum).name} after writing checkpoint "
-          f"{str(stop.checkpoint)!r}; resume with: {how}", file=sys.stderr)
 
 
 def _headline(report: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:

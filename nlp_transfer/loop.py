@@ -106,6 +106,26 @@ def out_of_memory(err: BaseException, config: Any) -> Optional[UserInputError]:
     )
 
 
+def on_failure(err: BaseException, run: Run, output: Any) -> None:
+    """A failed run keeps its staging folder only when it holds checkpoints worth resuming (train and adapt-lm).
+
+    Args:
+        err: what stopped the run.
+        run: the run (its checkpoints and accelerator).
+        output: the run's output folder (an ``artifacts.OutputDir``).
+    """
+    if not run.accelerator.is_main_process:
+        return
+    if not run.checkpoints.exist():
+        output.discard()
+    elif isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
+        logger.warning("interrupted; the checkpoints are kept in %s: run the same command with --resume to continue",
+                       run.checkpoints.root)
+    elif not isinstance(err, (KeyboardInterrupt, UserInputError)):
+        logger.error("the run failed; its checkpoints are kept in %s: fix the cause and run the same command with "
+                     "--resume to continue", run.checkpoints.root)
+
+
 def _train_epoch(run: Run, epoch: int, stop: StopSignals) -> "EpochMeter":
     state, acc = run.state, run.accelerator
     run.model.train()

@@ -31,7 +31,7 @@ from .errors import UserInputError
 from .evaluation import eval_loader, evaluate_loader
 from .layers import decay_groups, layer_groups
 from .long_text import LongText, record_long_text
-from .loop import Run, fit, out_of_memory
+from .loop import Run, fit, on_failure, out_of_memory
 from .model_card import portable_command, portable_config, train_command, write_card
 from .modeling import check_max_length, load_for_training, load_tokenizer, save_model
 from .plots import draw_plots_after_training
@@ -132,7 +132,7 @@ def _run(config: TrainConfig, command: str, accelerator: Accelerator, output: Ou
         return _finish(run, data, tokenizer, speed, output, command, extras)
     except BaseException as err:
         memory = out_of_memory(err, config)
-        _on_failure(memory or err, run, output)
+        on_failure(memory or err, run, output)
         if memory is not None:
             raise memory from None
         raise
@@ -258,22 +258,6 @@ def _finish(run: Run, data: Any, tokenizer: Any, speed: SpeedOptions, output: Ou
         output.commit()
     accelerator.wait_for_everyone()
     return TrainResult(str(output.path), metrics, summary)
-
-
-def _on_failure(err: BaseException, run: Run, output: OutputDir) -> None:
-    """A failed run keeps its staging folder only when it holds checkpoints worth resuming."""
-    if not run.accelerator.is_main_process:
-        return
-    from .checkpoint import TrainingInterrupted
-
-    if not run.checkpoints.exist():
-        output.discard()
-    elif isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
-        logger.warning("interrupted; the checkpoints are kept in %s: run the same command with --resume to continue",
-                       run.checkpoints.root)
-    elif not isinstance(err, (KeyboardInterrupt, UserInputError)):
-        logger.error("the run failed; its checkpoints are kept in %s: fix the cause and run the same command with "
-                     "--resume to continue", run.checkpoints.root)
 
 
 def _reproduce_command(config: TrainConfig, command: Optional[str], token: Optional[str]) -> str:
