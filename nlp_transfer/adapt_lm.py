@@ -160,7 +160,8 @@ def _objective(config: AdaptLmConfig, tokenizer: Any, accelerator: Accelerator, 
 def _loader(ds: Any, tokenizer: Any, config: AdaptLmConfig) -> Any:
     """The seeded, epoch-shuffled, length-grouped loader of the training texts (padded, not masked)."""
     lengths = ds.with_format("arrow")["length"].to_numpy()
-    return training_loader(model_inputs(ds), lengths, config.batch_size, config.seed, collate_fn=PadForMasking(tokenizer))
+    return training_loader(model_inputs(ds), lengths, config.batch_size, config.seed,
+                           collate_fn=PadForMasking(tokenizer))
 
 
 def _measure_before(model: torch.nn.Module, ds: Any, tokenizer: Any, config: AdaptLmConfig, accelerator: Accelerator,
@@ -194,7 +195,8 @@ def _warm_up_head(model: torch.nn.Module, ds: Any, tokenizer: Any, config: Adapt
     prepared, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, _loader(ds, tokenizer, config),
                                                                  scheduler)
     batches = CyclingSource(loader, accelerator)
-    for step in tqdm(range(steps), desc="Training the new masked-LM head", disable=not accelerator.is_local_main_process):
+    bar = tqdm(range(steps), desc="Training the new masked-LM head", disable=not accelerator.is_local_main_process)
+    for step in bar:
         loss = objective.step(prepared, batches.next(), step / steps).loss
         if not math.isfinite(value := float(loss.detach())):
             raise UserInputError(f"the masked-LM loss of the new head became {value} at step {step + 1}; "

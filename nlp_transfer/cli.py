@@ -265,6 +265,10 @@ def _configure_logging(quiet: bool) -> None:
     # Checkpoints are reported by nlp_transfer.checkpoint; accelerate's per-file save/load notes are noise.
     logging.getLogger("accelerate.checkpointing").setLevel(logging.WARNING)
     logging.getLogger("accelerate.accelerator").setLevel(logging.WARNING)
+    # adapt-lm checkpoints a masked-LM model whose decoder shares the word embeddings: accelerate notes at every
+    # save that it wrote the shared tensor once (loading ties it again; the exact-resume test covers it).
+    logging.getLogger("accelerate.utils.other").addFilter(
+        lambda record: "Removed shared tensor" not in record.getMessage())
     # huggingface_hub's HTTP client logs every request of a push or Hub download at INFO.
     for name in ("httpx2", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
