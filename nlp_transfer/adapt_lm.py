@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,16 +105,17 @@ def _run(config: AdaptLmConfig, output: OutputDir, accelerator: Accelerator) -> 
         if accelerator.is_main_process:
             output.discard()  # leftovers of a crashed run, or an unfinished one given up with --overwrite
         objective.measured = _measure_before(model, train_ds, tokenizer, config, accelerator, objective, new_head)
-    if accelerator.is_main_process:
-        output.create_staging()
-    accelerator.wait_for_everyone()
     run = _prepare(model, objective, train_ds, tokenizer, config, accelerator,
                    Checkpoints(output.staging, config, accelerator, fingerprint))
     if resume_from is not None:
         run.state, run.best_weights = run.checkpoints.load(resume_from)
         objective.load_state_dict(run.state.objective)
+    if accelerator.is_main_process:
+        output.create_staging()
+    accelerator.wait_for_everyone()
     try:
         fit(run)
+        run.state.elapsed_seconds = time.perf_counter() - run.started
         summary = _summary(run, {"train": train_ds.num_rows, "held_out": held_out.num_rows}, new_head)
         _write(accelerator.unwrap_model(run.model), tokenizer, config, summary, output, run)
     except BaseException as err:

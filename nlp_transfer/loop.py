@@ -242,11 +242,13 @@ class EpochMeter:
         state, config = self.run.state, self.run.config
         kept = f" checkpoints written before it are kept in {str(self.run.checkpoints.root)!r};" if \
             self.run.checkpoints.exist() else ""
+        # train's other levers; adapt-lm has neither option (its clipping is fixed, it runs in full precision)
+        levers = "keep --max-grad-norm on, or use --mixed-precision no, " if hasattr(config, "mixed_precision") else ""
         raise TrainingDiverged(
             f"the training loss became NaN or infinite by step {state.global_step + 1} of epoch {state.epoch + 1} "
             f"(learning rate then {self.run.scheduler.get_last_lr()[0]:.3g}), so the weights are useless and the run "
             f"stopped;{kept} lower --learning-rate (now {config.learning_rate:g}; 1e-5 to 2e-4 is usual for encoders), "
-            "keep --max-grad-norm on, or use --mixed-precision no, and start again with --overwrite."
+            f"{levers}and start again with --overwrite."
         )
 
     def flush(self) -> None:

@@ -108,3 +108,22 @@ def test_dann_in_two_processes_saves_a_plain_classifier_and_matches_one_process(
     assert all(k.startswith(("bert.", "classifier.")) for k in names), sorted(names)
     predicted = pipeline("text-classification", model=str(tmp_path / "two"), device="cpu")(["great love it"])
     assert predicted[0]["label"] in ("neg", "pos")
+
+
+@pytest.mark.skipif(shutil.which("accelerate") is None, reason="the accelerate launcher is not on PATH")
+def test_adapt_lm_in_two_processes_checkpoints_and_writes_one_encoder(tiny_model_dir, tmp_path):
+    texts = write_csv(tmp_path / "texts.csv", [[t] for t, _ in synthetic_rows(200, seed=5)], header=("text",))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+    proc = subprocess.run([*LAUNCHER, "adapt-lm", str(texts), "--model", tiny_model_dir, "--output-dir",
+                           str(tmp_path / "lm"), "--new-mlm-head", "--head-warmup-steps", "10", "--epochs", "2",
+                           "--batch-size", "8", "--learning-rate", "1e-3", "--max-length", "32",
+                           "--checkpoint-every", "5"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "Epoch 1/2: 100%|██████████| 12/12" in proc.stderr.replace("\r", "\n")  # 23 batches of 8, shared
+    assert "checkpoint-5" in proc.stderr and "checkpoint-10" in proc.stderr  # written by both, collectively
+    summary = json.loads(proc.stdout)  # printed once, by the main process
+    assert summary["perplexity_after"] < summary["perplexity_before"]
+    assert sorted(p.name for p in (tmp_path / "lm").iterdir()) == [
+        "adapt_lm_config.json", "adapt_lm_summary.json", "config.json", "model.safetensors", "tokenizer.json",
+        "tokenizer_config.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lm", "texts.csv"]  # no checkpoints left behind

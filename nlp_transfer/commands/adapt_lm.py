@@ -30,6 +30,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from accelerate import PartialState
+
     from ..adapt_lm import adapt_lm
     from ..adapt_lm_config import AdaptLmConfig
     from ..checkpoint import TrainingInterrupted
@@ -41,5 +43,6 @@ def _run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         report_interruption(stop, args)
         return stop.exit_code
-    print(json.dumps({"output_dir": result.output_dir, **result.summary}, indent=2))
+    if PartialState().is_main_process:  # under accelerate launch every process returns the summary
+        print(json.dumps({"output_dir": result.output_dir, **result.summary}, indent=2))
     return 0
