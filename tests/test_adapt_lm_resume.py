@@ -167,3 +167,19 @@ def test_a_batch_without_a_drawn_mask_still_masks_one_token(tiny_model_dir):
     only_special = {k: v[:, [0, -1]] for k, v in batch.items()}
     with pytest.raises(UserInputError, match="holds only special tokens"):
         objective.mask(only_special, 0, 0, 0)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"checkpoint_every": 0}, "checkpoint_every must be at least 1"),
+    ({"keep_checkpoints": -1}, "keep_checkpoints must be 0"),
+    ({"checkpoint_every": 5, "keep_checkpoints": 0}, "--keep-checkpoints 0 turns them off"),
+])
+def test_adapt_lm_checkpoint_settings_are_validated(overrides, message):
+    with pytest.raises(UserInputError, match=message):
+        AdaptLmConfig("texts.csv", **overrides)
+
+
+def test_resume_without_a_checkpoint_is_refused(texts, tiny_model_dir, tmp_path):
+    with pytest.raises(UserInputError, match="--resume found no checkpoint of --output-dir"):
+        adapt_lm(_config(texts, tiny_model_dir, tmp_path / "lm", resume="latest"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
