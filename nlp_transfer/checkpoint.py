@@ -260,7 +260,8 @@ class Checkpoints:
 
     Args:
         staging: the run's staging folder (checkpoints go to its ``checkpoints/`` subfolder).
-        config: the run's settings (``checkpoint_every``, ``keep_checkpoints``; saved in each checkpoint).
+        config: the run's settings, a ``TrainConfig`` or ``AdaptLmConfig`` (``checkpoint_every``, ``keep_checkpoints``,
+            ``to_dict``/``save``; saved in each checkpoint).
         accelerator: the run's accelerator; every process takes part in saving and loading.
     """
 

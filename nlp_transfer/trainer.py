@@ -235,7 +235,7 @@ def _finish(run: Run, data: Any, tokenizer: Any, speed: SpeedOptions, output: Ou
                                           window_pooling=config.window_pooling)
     run.log.test(metrics["test"])
     warnings = [w for split, report in metrics.items() if report for w in run.task.warnings(report, split)]
-    for warning in warnings:
+    for warning in warnings if accelerator.is_main_process else ():  # once, not once per process
         logger.warning("%s", warning)
     summary = build_summary(data, state, command, {
         **extras, **counts, **speed_record, "warnings": warnings, "loss_curve": state.loss_curve,
