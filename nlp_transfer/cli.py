@@ -258,6 +258,10 @@ def _add_example_data(sub: Any, common: argparse.ArgumentParser) -> None:
     example.set_defaults(func=_cmd_example_data)
 
 
+def _not_a_tied_weight_note(record: logging.LogRecord) -> bool:
+    return "Removed shared tensor" not in record.getMessage()
+
+
 def _configure_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # datasets logs a CSV parse failure before raising it; data.read_csv turns it into the one error line.
@@ -267,8 +271,7 @@ def _configure_logging(quiet: bool) -> None:
     logging.getLogger("accelerate.accelerator").setLevel(logging.WARNING)
     # adapt-lm checkpoints a masked-LM model whose decoder shares the word embeddings: accelerate notes at every
     # save that it wrote the shared tensor once (loading ties it again; the exact-resume test covers it).
-    logging.getLogger("accelerate.utils.other").addFilter(
-        lambda record: "Removed shared tensor" not in record.getMessage())
+    logging.getLogger("accelerate.utils.other").addFilter(_not_a_tied_weight_note)  # added once, however often called
     # huggingface_hub's HTTP client logs every request of a push or Hub download at INFO.
     for name in ("httpx2", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)
