@@ -2,13 +2,16 @@
 
 Read top to bottom: :func:`adapt_lm` takes the output folder's lock; :func:`_run` reads and splits
 the target texts, loads the encoder with its masked-LM head (a fresh head, trained alone first, with
-``--new-mlm-head``), measures held-out perplexity, continues masked-LM training on the texts
-(:func:`_train`, a small loop over an ``Accelerator``: the classification loop's validation, best
-epoch and exact resume are about a classifier), measures perplexity again and writes the adapted
-encoder as a plain encoder folder, atomically. ``train --model DIR`` then fine-tunes from it.
+``--new-mlm-head``), measures held-out perplexity, and continues masked-LM training on the texts
+through the loop of ``train`` (:func:`nlp_transfer.loop.fit` with a
+:class:`~nlp_transfer.mlm_objective.MaskedLmObjective`): progress bar, a checkpoint at each epoch
+end, every ``--checkpoint-every`` steps and on SIGINT/SIGTERM, and an exact ``--resume`` (same text
+order, same masks, same optimizer and schedule state). The held-out perplexity is measured after
+each epoch; the adapted encoder is written as a plain encoder folder, atomically. ``train --model
+DIR`` then fine-tunes from it.
 
 Perplexity is ``exp`` of the mean cross-entropy over the masked tokens of the held-out texts, with
-the same masks before and after (drawn once from the seed), so the two numbers are comparable.
+the same masks at every measurement (drawn once from the seed), so the numbers are comparable.
 """
 
 from __future__ import annotations
@@ -25,21 +28,28 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from huggingface_hub.utils import tqdm  # the bars `nlp-transfer -q` switches off
-from transformers import DataCollatorForLanguageModeling, get_linear_schedule_with_warmup
+from transformers import get_linear_schedule_with_warmup
 
 from .adapt_lm_config import AdaptLmConfig
 from .artifacts import OutputDir, share_like_umask, write_json
+from .checkpoint import Checkpoints, TrainState, check_same_data, check_same_settings, data_fingerprint, resume_point
 from .data import TextColumns, load_split
 from .errors import UserInputError
 from .layers import decay_groups
-from .masked_lm import head_parameters, load_masked_lm, masked_lm_loss, save_encoder
+from .loop import Run, fit, on_failure
+from .masked_lm import head_parameters, load_masked_lm, save_encoder
+from .mlm_objective import MaskedLmObjective, PadForMasking, perplexity
 from .modeling import check_max_length, load_tokenizer
+from .objective import CyclingSource
+from .sampler import model_inputs, training_loader
+from .strategy_base import Strategy
 
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "adapt_lm_config.json"
 SUMMARY_FILE = "adapt_lm_summary.json"
 MAX_HELD_OUT = 2000
+HEAD_LEARNING_RATE = 1e-3  # a fresh head learns fast at a high rate; the pretrained encoder wants a gentle one
 
 
 @dataclass
@@ -57,45 +67,62 @@ def adapt_lm(config: AdaptLmConfig) -> AdaptLmResult:
         config: the run's settings (validated at construction).
 
     Returns:
-        The encoder folder and a summary with the held-out perplexity before and after.
+        The encoder folder and a summary with the held-out perplexity before, after each epoch and after.
 
     Raises:
         UserInputError: bad texts or options, a model without a masked-LM head (see ``--new-mlm-head``),
-            an output folder in the way; nothing is written.
+            an output folder in the way, or a ``--resume`` on other settings or texts; nothing is written.
+        TrainingInterrupted: SIGINT/SIGTERM stopped the run after a checkpoint (``--resume`` continues it).
     """
     output = OutputDir(config.output_dir, overwrite=config.overwrite)
-    output.lock()
+    accelerator = Accelerator()
+    if accelerator.is_main_process:
+        output.lock()  # a second run on the same --output-dir stops here
     try:
-        output.check()
-        return _run(config, output)
+        return _run(config, output, accelerator)
     finally:
         output.unlock()
 
 
-def _run(config: AdaptLmConfig, output: OutputDir) -> AdaptLmResult:
-    started = time.perf_counter()
+def _run(config: AdaptLmConfig, output: OutputDir, accelerator: Accelerator) -> AdaptLmResult:
+    output.check()
+    resume_from = resume_point(config, output)
+    if resume_from is not None:
+        check_same_settings(config, resume_from)
     set_seed(config.seed)
     tokenizer = load_tokenizer(config.model)
     check_max_length(config.model, config.max_length, tokenizer)
-    train_ds, held_out = _texts(config, tokenizer)
+    with accelerator.main_process_first():
+        train_ds, held_out = _texts(config, tokenizer)
+    fingerprint = data_fingerprint(config, {"text_file": config.text_file})
+    if resume_from is not None:
+        check_same_data(resume_from, fingerprint)
     model, new_head = load_masked_lm(config.model, config.new_mlm_head)
-    accelerator = Accelerator()
-    eval_batches = _masked_batches(held_out, tokenizer, config)
-    summary: dict[str, Any] = {"texts": {"train": train_ds.num_rows, "held_out": held_out.num_rows},
-                               "new_mlm_head": new_head}
+    model.to(accelerator.device)
+    objective = _objective(config, tokenizer, accelerator, config.seed)
+    objective.mask_held_out(_held_out_batches(held_out, tokenizer))
+    if resume_from is None:
+        if accelerator.is_main_process:
+            output.discard()  # leftovers of a crashed run, or an unfinished one given up with --overwrite
+        objective.measured = _measure_before(model, train_ds, tokenizer, config, accelerator, objective, new_head)
+    run = _prepare(model, objective, train_ds, tokenizer, config, accelerator,
+                   Checkpoints(output.staging, config, accelerator, fingerprint))
+    if resume_from is not None:
+        run.state, run.best_weights = run.checkpoints.load(resume_from)
+        objective.load_state_dict(run.state.objective)
+    if accelerator.is_main_process:
+        output.create_staging()
+    accelerator.wait_for_everyone()
     try:
-        if new_head and config.head_warmup_steps:
-            summary["perplexity_random_head"] = perplexity(model, eval_batches, accelerator)
-            _train(model, train_ds, tokenizer, config, accelerator, head_only=True)
-        summary["perplexity_before"] = perplexity(model, eval_batches, accelerator)
-        summary["train_loss"] = _train(model, train_ds, tokenizer, config, accelerator, head_only=False)
-        summary["perplexity_after"] = perplexity(model, eval_batches, accelerator)
-        summary["runtime_s"] = round(time.perf_counter() - started, 1)
-        _write(model, tokenizer, config, summary, output)
-    except BaseException:
-        output.discard()
+        fit(run)
+        run.state.elapsed_seconds = time.perf_counter() - run.started
+        summary = _summary(run, {"train": train_ds.num_rows, "held_out": held_out.num_rows}, new_head)
+        _write(accelerator.unwrap_model(run.model), tokenizer, config, summary, output, run)
+    except BaseException as err:
+        on_failure(err, run, output)
         raise
-    logger.info("held-out perplexity %.2f → %.2f", summary["perplexity_before"], summary["perplexity_after"])
+    if accelerator.is_main_process:
+        logger.info("held-out perplexity %.2f → %.2f", summary["perplexity_before"], summary["perplexity_after"])
     return AdaptLmResult(str(output.path), summary)
 
 
@@ -121,101 +148,107 @@ def _texts(config: AdaptLmConfig, tokenizer: Any) -> tuple[Any, Any]:
     return ds.select(np.sort(order[n_held:])), ds.select(np.sort(order[:n_held]))
 
 
-def _collator(tokenizer: Any, config: AdaptLmConfig, seed: int) -> DataCollatorForLanguageModeling:
-    return DataCollatorForLanguageModeling(tokenizer, mlm_probability=config.mlm_probability,
-                                           whole_word_mask=config.whole_word_masking, seed=seed)
+def _held_out_batches(ds: Any, tokenizer: Any) -> list[dict[str, torch.Tensor]]:
+    """The held-out texts as padded batches of 64 (masked once by the objective)."""
+    rows, pad = model_inputs(ds), PadForMasking(tokenizer)
+    return [pad([rows[i] for i in range(start, min(start + 64, len(rows)))]) for start in range(0, len(rows), 64)]
 
 
-def _masked_batches(ds: Any, tokenizer: Any, config: AdaptLmConfig) -> list[dict[str, torch.Tensor]]:
-    """The held-out texts as masked batches, drawn once, so that every measurement uses the same masks."""
-    from .sampler import model_inputs
-
-    collate = _collator(tokenizer, config, seed=config.seed + 1)
-    rows = model_inputs(ds)
-    return [collate([rows[i] for i in range(start, min(start + 64, len(rows)))]) for start in range(0, len(rows), 64)]
+def _objective(config: AdaptLmConfig, tokenizer: Any, accelerator: Accelerator, seed: int) -> MaskedLmObjective:
+    return MaskedLmObjective(tokenizer, config.mlm_probability, config.whole_word_masking, seed,
+                             rank=accelerator.process_index)
 
 
-@torch.inference_mode()
-def perplexity(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], accelerator: Accelerator) -> float:
-    """``exp`` of the mean cross-entropy over every masked token of ``batches``."""
-    was_training = model.training
-    model.eval()
-    total, count = 0.0, 0
-    for batch in batches:
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        masked = int((batch["labels"] != -100).sum())
-        if masked:
-            total += float(masked_lm_loss(model, batch)) * masked
-            count += masked
-    model.train(was_training)
-    if not count:
-        raise UserInputError("no held-out token was masked (the held-out texts are too short); raise "
-                             "--validation-split or --mlm-probability.")
-    return math.exp(total / count)
+def _loader(ds: Any, tokenizer: Any, config: AdaptLmConfig) -> Any:
+    """The seeded, epoch-shuffled, length-grouped loader of the training texts (padded, not masked)."""
+    lengths = ds.with_format("arrow")["length"].to_numpy()
+    return training_loader(model_inputs(ds), lengths, config.batch_size, config.seed,
+                           collate_fn=PadForMasking(tokenizer))
 
 
-def _train(model: torch.nn.Module, ds: Any, tokenizer: Any, config: AdaptLmConfig, accelerator: Accelerator,
-           head_only: bool) -> float:
-    """Masked-LM training: the fresh head alone for ``head_warmup_steps`` steps, or everything for ``epochs``.
+def _measure_before(model: torch.nn.Module, ds: Any, tokenizer: Any, config: AdaptLmConfig, accelerator: Accelerator,
+                    objective: MaskedLmObjective, new_head: bool) -> dict[str, float]:
+    """Held-out perplexity before adaptation (a fresh head is trained alone first, and scored before that too)."""
+    measured = {}
+    if new_head and config.head_warmup_steps:
+        measured["perplexity_random_head"] = perplexity(model, objective.held_out, accelerator)
+        _warm_up_head(model, ds, tokenizer, config, accelerator)
+    measured["perplexity_before"] = perplexity(model, objective.held_out, accelerator)
+    return measured
 
-    Returns the mean training loss.
+
+def _warm_up_head(model: torch.nn.Module, ds: Any, tokenizer: Any, config: AdaptLmConfig,
+                  accelerator: Accelerator) -> None:
+    """Train the fresh masked-LM head alone (the encoder frozen) for ``--head-warmup-steps`` steps.
+
+    Short and before the first checkpoint: a run stopped here starts again. Its optimizer is
+    released from the accelerator afterwards, so checkpoints hold only the adaptation's.
     """
-    from .sampler import model_inputs, training_loader
-
-    params = head_parameters(model) if head_only else [p for p in model.parameters()]
+    params = head_parameters(model)
     trainable = {id(p) for p in params}
     for p in model.parameters():
         p.requires_grad_(id(p) in trainable)
-    lengths = ds.with_format("arrow")["length"].to_numpy()
-    loader = training_loader(model_inputs(ds), lengths, config.batch_size, config.seed,
-                             collate_fn=_collator(tokenizer, config, seed=config.seed + (2 if head_only else 3)))
-    steps = config.head_warmup_steps if head_only else len(loader) * config.epochs
-    # A fresh head learns fast at a high rate; the pretrained encoder wants a gentle one.
-    lr = 1e-3 if head_only else config.learning_rate
-    optimizer = torch.optim.AdamW(decay_groups(params, lr, config.weight_decay, None), lr=lr)
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(0.06 * steps), steps)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
-    model.train()
-    desc = "Training the new masked-LM head" if head_only else "Adapting"
-    losses, step, epoch = [], 0, 0
-    with tqdm(total=steps, desc=desc, disable=not accelerator.is_local_main_process) as bar:
-        while step < steps:
-            loader.set_epoch(epoch)
-            before = step
-            for batch in loader:
-                if step == steps:
-                    break
-                if not int((batch["labels"] != -100).sum()):
-                    continue  # nothing masked in this batch of short texts: no loss to learn from
-                loss = masked_lm_loss(model, batch)
-                if not math.isfinite(value := float(loss.detach())):
-                    raise UserInputError(f"the masked-LM loss became {value} at step {step + 1}; lower "
-                                         f"--learning-rate (now {config.learning_rate:g}).")
-                accelerator.backward(loss)
-                accelerator.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(value)
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
-            epoch += 1
-            if step == before:
-                raise UserInputError("no token of the training texts was masked in a whole pass (the texts are too "
-                                     "short); raise --mlm-probability or use longer texts.")
+    objective = _objective(config, tokenizer, accelerator, config.seed + 2)
+    steps = config.head_warmup_steps
+    optimizer = torch.optim.AdamW(decay_groups(params, HEAD_LEARNING_RATE, config.weight_decay, None),
+                                  lr=HEAD_LEARNING_RATE)
+    scheduled = steps * accelerator.num_processes  # accelerate steps a prepared scheduler once per process
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(0.06 * scheduled), scheduled)
+    prepared, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, _loader(ds, tokenizer, config),
+                                                                 scheduler)
+    batches = CyclingSource(loader, accelerator)
+    bar = tqdm(range(steps), desc="Training the new masked-LM head", disable=not accelerator.is_local_main_process)
+    for step in bar:
+        loss = objective.step(prepared, batches.next(), step / steps).loss
+        if not math.isfinite(value := float(loss.detach())):
+            raise UserInputError(f"the masked-LM loss of the new head became {value} at step {step + 1}; "
+                                 "lower --head-warmup-steps or check the texts.")
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
     for p in model.parameters():
         p.requires_grad_(True)
-    return float(np.mean(losses)) if losses else math.nan
+    accelerator.free_memory()
+
+
+def _prepare(model: torch.nn.Module, objective: MaskedLmObjective, ds: Any, tokenizer: Any, config: AdaptLmConfig,
+             accelerator: Accelerator, checkpoints: Checkpoints) -> Run:
+    """Optimizer (AdamW, linear warm-up over 6% of the steps, then decay), loader and model, prepared for the loop."""
+    loader = _loader(ds, tokenizer, config)
+    params = list(model.parameters())
+    optimizer = torch.optim.AdamW(decay_groups(params, config.learning_rate, config.weight_decay, None),
+                                  lr=config.learning_rate)
+    scheduled = len(loader) * config.epochs  # unsharded: accelerate steps a prepared scheduler once per process
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(0.06 * scheduled), scheduled)
+    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # No classification task and no validation loader: the objective measures perplexity after each epoch.
+    return Run(config, accelerator, model, objective, Strategy(config), None, optimizer, scheduler, loader, None,
+               checkpoints, TrainState(num_processes=accelerator.num_processes), len(loader) * config.epochs)
+
+
+def _summary(run: Run, texts: dict[str, int], new_head: bool) -> dict[str, Any]:
+    """The run's numbers for ``adapt_lm_summary.json`` and the command's output."""
+    history = run.state.history
+    return {"texts": texts, "new_mlm_head": new_head, **run.objective.measured,
+            "perplexity_after": history[-1]["objective"]["perplexity"],
+            "perplexity_per_epoch": [entry["objective"]["perplexity"] for entry in history],
+            "train_loss": history[-1]["train_loss"], "history": history,
+            "train_runtime_s": round(run.state.elapsed_seconds, 1)}
 
 
 def _write(model: torch.nn.Module, tokenizer: Any, config: AdaptLmConfig, summary: dict[str, Any],
-           output: OutputDir) -> None:
+           output: OutputDir, run: Run) -> None:
     """The encoder folder, its settings and summary, written in the staging folder and moved into place."""
-    staging = output.create_staging()
-    save_encoder(model, config.model, tokenizer, staging)
-    settings = {**config.to_dict(), "text_file": Path(config.text_file).name, "output_dir": Path(config.output_dir).name}
-    write_json(staging / CONFIG_FILE, settings)
-    write_json(staging / SUMMARY_FILE, summary)
-    share_like_umask(staging)
-    output.commit()
+    if run.accelerator.is_main_process:
+        staging = output.staging
+        save_encoder(model, config.model, tokenizer, staging)
+        settings = {**config.to_dict(), "text_file": Path(config.text_file).name,
+                    "output_dir": Path(config.output_dir).name}
+        write_json(staging / CONFIG_FILE, settings)
+        write_json(staging / SUMMARY_FILE, summary)
+        run.checkpoints.remove_all()
+        share_like_umask(staging)
+        output.commit()
+    run.accelerator.wait_for_everyone()

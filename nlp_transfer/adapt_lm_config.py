@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, ClassVar, Optional
 
+from .config_checks import check_checkpoint_settings
 from .errors import UserInputError, check_positive_int
 from .hub_ids import DEFAULT_MODEL
 
@@ -61,6 +63,28 @@ class AdaptLmConfig:
     output_dir: str = _opt("runs/adapted-lm", "Folder that receives the adapted encoder (pass it to train "
                            "--model).", "output", metavar="DIR")
     overwrite: bool = _opt(False, "Replace an output folder that already holds a model.", "output")
+    checkpoint_every: Optional[int] = _opt(
+        None, "Also write a checkpoint every N optimizer steps (one is always written at each epoch end, and on "
+        "SIGINT/SIGTERM). Checkpoints live in the unfinished run's .<name>.incomplete/ folder.", "output",
+        metavar="N",
+    )
+    keep_checkpoints: int = _opt(
+        2, "Newest checkpoints kept while the run is unfinished (0: write none). A finished run deletes them all.",
+        "output", metavar="N",
+    )
+    resume: Optional[str] = _opt(
+        None, "Continue an interrupted run: --resume alone takes the newest complete checkpoint of --output-dir, "
+        "--resume PATH a given checkpoint folder. Use the same settings and texts as the interrupted run.", "output",
+        nargs="?", const="latest", metavar="PATH",
+    )
+
+    # What the shared training loop (nlp_transfer.loop.fit) reads beyond the fields, fixed for adapt-lm:
+    # one batch per step, gradients clipped to norm 1, every epoch runs, no classification validation.
+    gradient_accumulation_steps: ClassVar[int] = 1
+    max_grad_norm: ClassVar[float] = 1.0
+    early_stopping_patience: ClassVar[Optional[int]] = None
+    metric_for_best_model: ClassVar[str] = "perplexity"
+    window_pooling: ClassVar[Optional[str]] = None
 
     def __post_init__(self) -> None:
         for name in ("max_length", "epochs", "batch_size"):
@@ -79,7 +103,14 @@ class AdaptLmConfig:
                                      f"got {value!r}.")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 2**32:
             raise UserInputError(f"--seed must be an integer from 0 to {2**32 - 1}; got {self.seed!r}.")
+        check_checkpoint_settings(self)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as JSON-ready values."""
         return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write the settings as indented JSON (each checkpoint holds them: a resume with others is refused)."""
+        from .artifacts import write_json
+
+        write_json(path, self.to_dict())

@@ -220,10 +220,10 @@ def data_fingerprint(config: TrainConfig, extra_files: Optional[dict[str, str]] 
     """A content hash of every input file of a run (by setting name), for refusing a resume on changed data.
 
     Args:
-        config: the run's settings (``train_file``, ``validation_file``, ``test_file``).
+        config: the run's settings (``train_file``, ``validation_file``, ``test_file``, where it has them).
         extra_files: more input files an objective reads (setting name → path).
     """
-    files = {name: getattr(config, name) for name in _DATA_FIELDS if getattr(config, name)}
+    files = {name: getattr(config, name) for name in _DATA_FIELDS if getattr(config, name, None)}
     files.update(extra_files or {})
     return {"files": {name: _file_hash(path) for name, path in sorted(files.items())}}
 
@@ -260,7 +260,8 @@ class Checkpoints:
 
     Args:
         staging: the run's staging folder (checkpoints go to its ``checkpoints/`` subfolder).
-        config: the run's settings (``checkpoint_every``, ``keep_checkpoints``; saved in each checkpoint).
+        config: the run's settings, a ``TrainConfig`` or ``AdaptLmConfig`` (``checkpoint_every``, ``keep_checkpoints``,
+            ``to_dict``/``save``; saved in each checkpoint).
         accelerator: the run's accelerator; every process takes part in saving and loading.
     """
 

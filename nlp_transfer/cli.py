@@ -31,7 +31,7 @@ from typing import Any, Callable, Optional
 from .config import TrainConfig
 from .errors import UserInputError
 from .options import (
-    EXIT_USER_ERROR, Parser, PositiveInt, add_config_arguments, config_from_args, recorded_command_line, resume_command,
+    EXIT_USER_ERROR, Parser, PositiveInt, add_config_arguments, config_from_args, recorded_command_line,
     token_values, with_default,
 )
 from .commands import (
@@ -52,34 +52,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         result = train(config, command=args.command_line, hub_token=args.token)
     except TrainingInterrupted as stop:
-        _report_interruption(stop, args)
+        from .commands import report_interruption
+
+        report_interruption(stop, args)
         return stop.exit_code
     report = {"output_dir": result.output_dir, **{k: _headline(v) for k, v in result.metrics.items()}}
     if result.pushed is not None:
         report["hub"] = {"url": result.pushed.url, "commit_url": result.pushed.commit_url}
     print(json.dumps(report, indent=2))
     return 0
-
-
-def _report_interruption(stop: Any, args: argparse.Namespace) -> None:
-    """One line: where training stopped and the exact command that continues it."""
-    import signal
-
-    from accelerate import PartialState
-
-    state = PartialState()
-    if not state.is_main_process:
-        return
-    if stop.checkpoint is None:
-        print(f"interrupted: {stop}", file=sys.stderr)
-        return
-    how = resume_command(args.command_line, args.resume)
-    if state.num_processes > 1:
-        how = f"the same launcher with {state.num_processes} processes running {how}"
-    if args.token:
-        how += " (with --token again: it is never recorded)"
-    print(f"interrupted: stopped by {signal.Signals(stop.signum).name} after writing checkpoint "
-          f"{str(stop.checkpoint)!r}; resume with: {how}", file=sys.stderr)
 
 
 def _headline(report: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
@@ -277,6 +258,10 @@ def _add_example_data(sub: Any, common: argparse.ArgumentParser) -> None:
     example.set_defaults(func=_cmd_example_data)
 
 
+def _not_a_tied_weight_note(record: logging.LogRecord) -> bool:
+    return "Removed shared tensor" not in record.getMessage()
+
+
 def _configure_logging(quiet: bool) -> None:
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # datasets logs a CSV parse failure before raising it; data.read_csv turns it into the one error line.
@@ -284,6 +269,9 @@ def _configure_logging(quiet: bool) -> None:
     # Checkpoints are reported by nlp_transfer.checkpoint; accelerate's per-file save/load notes are noise.
     logging.getLogger("accelerate.checkpointing").setLevel(logging.WARNING)
     logging.getLogger("accelerate.accelerator").setLevel(logging.WARNING)
+    # adapt-lm checkpoints a masked-LM model whose decoder shares the word embeddings: accelerate notes at every
+    # save that it wrote the shared tensor once (loading ties it again; the exact-resume test covers it).
+    logging.getLogger("accelerate.utils.other").addFilter(_not_a_tied_weight_note)  # added once, however often called
     # huggingface_hub's HTTP client logs every request of a push or Hub download at INFO.
     for name in ("httpx2", "httpx"):
         logging.getLogger(name).setLevel(logging.WARNING)

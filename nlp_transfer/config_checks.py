@@ -45,10 +45,19 @@ def check_counts(config: Any) -> None:
     """Refuse counts that are not whole numbers in range (epochs, batch sizes, checkpoints...)."""
     for name in ("epochs", "batch_size", "eval_batch_size", "max_length", "gradient_accumulation_steps"):
         check_positive_int(getattr(config, name), name)
-    for name in ("max_train_samples", "early_stopping_patience", "checkpoint_every"):
+    for name in ("max_train_samples", "early_stopping_patience"):
         value = getattr(config, name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise UserInputError(f"{name} must be at least 1 (an integer); got {value!r}.")
+    check_checkpoint_settings(config)
+
+
+def check_checkpoint_settings(config: Any) -> None:
+    """Refuse ``checkpoint_every``/``keep_checkpoints`` values that are not counts, or that contradict each other
+    (train and adapt-lm)."""
+    every = config.checkpoint_every
+    if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+        raise UserInputError(f"checkpoint_every must be at least 1 (an integer); got {every!r}.")
     keep = config.keep_checkpoints
     if isinstance(keep, bool) or not isinstance(keep, int) or keep < 0:
         raise UserInputError(f"keep_checkpoints must be 0 (no checkpoints) or more; got {keep}.")

@@ -48,7 +48,7 @@ class Run:
     val_loader: Any
     checkpoints: Checkpoints
     state: TrainState
-    total_steps: int
+    total_steps: int  # optimizer steps of the whole run on each process: progress = global_step / total_steps
     training_modules: list[torch.nn.Module] = field(default_factory=list)  # the objective's, prepared
     best_weights: Optional[dict[str, torch.Tensor]] = None
     started: float = field(default_factory=time.perf_counter)
@@ -104,6 +104,26 @@ def out_of_memory(err: BaseException, config: Any) -> Optional[UserInputError]:
         "--max-length, or --mixed-precision bf16 on a GPU. Checkpoints written so far are kept; resume needs the "
         "same settings, so start again with --overwrite."
     )
+
+
+def on_failure(err: BaseException, run: Run, output: Any) -> None:
+    """A failed run keeps its staging folder only when it holds checkpoints worth resuming (train and adapt-lm).
+
+    Args:
+        err: what stopped the run.
+        run: the run (its checkpoints and accelerator).
+        output: the run's output folder (an ``artifacts.OutputDir``).
+    """
+    if not run.accelerator.is_main_process:
+        return
+    if not run.checkpoints.exist():
+        output.discard()
+    elif isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
+        logger.warning("interrupted; the checkpoints are kept in %s: run the same command with --resume to continue",
+                       run.checkpoints.root)
+    elif not isinstance(err, (KeyboardInterrupt, UserInputError)):
+        logger.error("the run failed; its checkpoints are kept in %s: fix the cause and run the same command with "
+                     "--resume to continue", run.checkpoints.root)
 
 
 def _train_epoch(run: Run, epoch: int, stop: StopSignals) -> "EpochMeter":
@@ -224,11 +244,13 @@ class EpochMeter:
         state, config = self.run.state, self.run.config
         kept = f" checkpoints written before it are kept in {str(self.run.checkpoints.root)!r};" if \
             self.run.checkpoints.exist() else ""
+        # train's other levers; adapt-lm has neither option (its clipping is fixed, it runs in full precision)
+        levers = "keep --max-grad-norm on, or use --mixed-precision no, " if hasattr(config, "mixed_precision") else ""
         raise TrainingDiverged(
             f"the training loss became NaN or infinite by step {state.global_step + 1} of epoch {state.epoch + 1} "
             f"(learning rate then {self.run.scheduler.get_last_lr()[0]:.3g}), so the weights are useless and the run "
             f"stopped;{kept} lower --learning-rate (now {config.learning_rate:g}; 1e-5 to 2e-4 is usual for encoders), "
-            "keep --max-grad-norm on, or use --mixed-precision no, and start again with --overwrite."
+            f"{levers}and start again with --overwrite."
         )
 
     def flush(self) -> None:

@@ -31,7 +31,7 @@ from .errors import UserInputError
 from .evaluation import eval_loader, evaluate_loader
 from .layers import decay_groups, layer_groups
 from .long_text import LongText, record_long_text
-from .loop import Run, fit, out_of_memory
+from .loop import Run, fit, on_failure, out_of_memory
 from .model_card import portable_command, portable_config, train_command, write_card
 from .modeling import check_max_length, load_for_training, load_tokenizer, save_model
 from .plots import draw_plots_after_training
@@ -132,7 +132,7 @@ def _run(config: TrainConfig, command: str, accelerator: Accelerator, output: Ou
         return _finish(run, data, tokenizer, speed, output, command, extras)
     except BaseException as err:
         memory = out_of_memory(err, config)
-        _on_failure(memory or err, run, output)
+        on_failure(memory or err, run, output)
         if memory is not None:
             raise memory from None
         raise
@@ -179,7 +179,7 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
     fingerprint = {**data_fingerprint(config, strategy.input_files()), "labels": data.labels}
     run = Run(config, accelerator, model, objective, strategy, task, optimizer, scheduler, train_loader, val_loader,
               Checkpoints(output.staging, config, accelerator, fingerprint),
-              TrainState(num_processes=accelerator.num_processes), total_steps, modules)
+              TrainState(num_processes=accelerator.num_processes), _steps_per_process(train_loader, config), modules)
     objective.add_sources(accelerator, data, tokenizer)
     run.log = TrainingLog(run)
     # The card links a Hub id; a local encoder folder is recorded by name only (its path means nothing elsewhere).
@@ -189,6 +189,12 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
     long_text = {"long_text": data.long_text} if data.long_text else {}
     return run, data, tokenizer, speed, {"strategy": config.strategy, **local, **small, **trained.summary, **weights,
                                             **long_text}
+
+
+def _steps_per_process(train_loader: Any, config: TrainConfig) -> int:
+    """Optimizer steps each process takes in the run (the progress denominator): with N processes each
+    reads 1/N of the batches, so the unsharded count (the scheduler's) would stop progress at 1/N."""
+    return math.ceil(len(train_loader) / config.gradient_accumulation_steps) * config.epochs
 
 
 def _param_groups(model: torch.nn.Module, strategy: Any, objective: Any, config: TrainConfig) -> list[dict[str, Any]]:
@@ -229,7 +235,7 @@ def _finish(run: Run, data: Any, tokenizer: Any, speed: SpeedOptions, output: Ou
                                           window_pooling=config.window_pooling)
     run.log.test(metrics["test"])
     warnings = [w for split, report in metrics.items() if report for w in run.task.warnings(report, split)]
-    for warning in warnings:
+    for warning in warnings if accelerator.is_main_process else ():  # once, not once per process
         logger.warning("%s", warning)
     summary = build_summary(data, state, command, {
         **extras, **counts, **speed_record, "warnings": warnings, "loss_curve": state.loss_curve,
@@ -252,22 +258,6 @@ def _finish(run: Run, data: Any, tokenizer: Any, speed: SpeedOptions, output: Ou
         output.commit()
     accelerator.wait_for_everyone()
     return TrainResult(str(output.path), metrics, summary)
-
-
-def _on_failure(err: BaseException, run: Run, output: OutputDir) -> None:
-    """A failed run keeps its staging folder only when it holds checkpoints worth resuming."""
-    if not run.accelerator.is_main_process:
-        return
-    from .checkpoint import TrainingInterrupted
-
-    if not run.checkpoints.exist():
-        output.discard()
-    elif isinstance(err, KeyboardInterrupt) and not isinstance(err, TrainingInterrupted):
-        logger.warning("interrupted; the checkpoints are kept in %s: run the same command with --resume to continue",
-                       run.checkpoints.root)
-    elif not isinstance(err, (KeyboardInterrupt, UserInputError)):
-        logger.error("the run failed; its checkpoints are kept in %s: fix the cause and run the same command with "
-                     "--resume to continue", run.checkpoints.root)
 
 
 def _reproduce_command(config: TrainConfig, command: Optional[str], token: Optional[str]) -> str:

@@ -81,7 +81,7 @@ def _adapted_encoder(args: argparse.Namespace, target: Path, work: Path) -> tupl
     result = adapt_lm(AdaptLmConfig(
         text_file=str(target), model=args.model, output_dir=str(work / "adapted-lm"), new_mlm_head=True,
         head_warmup_steps=args.lm_head_warmup_steps, epochs=args.lm_epochs, learning_rate=args.lm_learning_rate,
-        max_length=args.max_length, batch_size=args.batch_size, seed=args.lm_seed,
+        max_length=args.max_length, batch_size=args.batch_size, seed=args.lm_seed, keep_checkpoints=0,
     ))
     return result.output_dir, {**result.summary, "wall_s": round(time.perf_counter() - started, 1)}
 

@@ -13,12 +13,13 @@ The helpers below are shared with the core commands so an option means the same 
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
-from ..options import PositiveInt, with_default
+from ..options import PositiveInt, resume_command, with_default
 
 __all__ = ["COMMAND_MODULES", "MODEL_DIR_HELP", "TOKEN_HELP", "add_backend", "add_columns", "add_eval_batch_size",
-           "quiet_libraries"]
+           "quiet_libraries", "report_interruption"]
 
 # Module names under nlp_transfer/commands/, in the order their commands appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
@@ -67,3 +68,30 @@ def add_backend(section: Any) -> None:
     section.add_argument("--backend", choices=["pytorch", "onnx"],
                          help="Run the model with PyTorch or with ONNX Runtime on the CPU (a folder written by "
                          "nlp-transfer export --format onnx). Default: onnx for a folder holding only model.onnx.")
+
+
+# --- checkpoints of train and adapt-lm (issue 15) ---
+def report_interruption(stop: Any, args: argparse.Namespace) -> None:
+    """Print one line (main process): where training stopped and the exact command that continues it (train, adapt-lm).
+
+    Args:
+        stop: the ``checkpoint.TrainingInterrupted`` raised by the run.
+        args: the parsed arguments (``command_line``, ``resume``, and ``token`` where the command has one).
+    """
+    import signal
+
+    from accelerate import PartialState
+
+    state = PartialState()
+    if not state.is_main_process:
+        return
+    if stop.checkpoint is None:
+        print(f"interrupted: {stop}", file=sys.stderr)
+        return
+    how = resume_command(args.command_line, args.resume)
+    if state.num_processes > 1:
+        how = f"the same launcher with {state.num_processes} processes running {how}"
+    if getattr(args, "token", None):
+        how += " (with --token again: it is never recorded)"
+    print(f"interrupted: stopped by {signal.Signals(stop.signum).name} after writing checkpoint "
+          f"{str(stop.checkpoint)!r}; resume with: {how}", file=sys.stderr)
