@@ -57,7 +57,9 @@ def head_fit_card_line(summary: dict[str, Any], metric: str) -> str:
     state = f"converged after {fit['iterations']} iterations" if fit["converged"] else \
         f"stopped unconverged after {fit['iterations']} iterations"
     tried = [t["c"] for t in fit["grid"]]
-    chosen = f"inverse L2 strength C={fit['c']:g}, picked by validation `{metric}` among {len(tried)} values from " \
-        f"{min(tried):g} to {max(tried):g}" if len(tried) > 1 else f"inverse L2 strength C={fit['c']:g} (no validation rows to pick it)"
+    sources = " and ".join(([f"{fit['cv_folds']}-fold cross-validation on the training rows"] if fit.get("cv_folds") else [])
+                           + (["the validation rows"] if any(t["validation_score"] is not None for t in fit["grid"]) else []))
+    chosen = f"inverse L2 strength C={fit['c']:g}, picked by `{metric}` in {sources} among {len(tried)} values from " \
+        f"{min(tried):g} to {max(tried):g}" if len(tried) > 1 else f"inverse L2 strength C={fit['c']:g} (too few rows to pick it)"
     return (f"the classification layer is a logistic regression on the frozen encoder's vectors of the {fit['rows']} "
             f"training rows, fit by full-batch L-BFGS ({state}; {chosen})")

@@ -343,7 +343,8 @@ def fit_head_on_cache(head: FeatureHead, train: Dataset, validation: Optional[Da
 
     record = fit_on_features(head, rows(train), rows(validation), classes, score, accelerator)
     if accelerator.is_main_process:
-        tried = ", ".join(f"{t['c']:g}: {t['validation_score']:.4f}" for t in record["grid"] if t["validation_score"] is not None)
+        tried = ", ".join(f"{t['c']:g}: {t['score']:.4f}" for t in record["grid"] if t["score"] is not None)
         logger.info("head fit by L-BFGS logistic regression (C=%g%s)", record["c"],
-                    f"; validation {config.metric_for_best_model} by C: {tried}" if tried else ", no validation rows")
+                    f"; {config.metric_for_best_model} by C (cross-validation and validation rows): {tried}" if tried
+                    else ", too few rows to pick C")
     return record

@@ -5,8 +5,8 @@ Two strategies fit the head this way instead of with gradient steps:
 - ``contrastive`` fits it after every epoch on the pair-tuned encoder's vectors
   (:func:`nlp_transfer.contrastive.fit_head`);
 - ``feature-extraction`` (``--head-solver lbfgs``, the default for single-label data) fits it once
-  on the cached vectors of the frozen encoder, with the L2 strength picked on the validation split
-  (:func:`fit_on_features`).
+  on the cached vectors of the frozen encoder, with the L2 strength picked by cross-validation on
+  the training rows and by the validation split (:func:`fit_on_features`).
 
 Both set the projection before the final layer (BERT's pooler, RoBERTa's head dense layer) to
 scale the layer-normalised pooled vector to unit length; its tanh is then nearly linear, so the
@@ -34,6 +34,7 @@ HEAD_MAX_ITERATIONS = 500
 HEAD_TOLERANCE = 1e-6  # L-BFGS stops when the largest gradient entry is below this
 # Inverse L2 strengths tried by feature extraction, strongest penalty first (half-decade steps).
 C_GRID = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+CV_FOLDS = 5  # cross-validation folds of the training rows that help pick C
 
 
 @dataclass
@@ -162,39 +163,68 @@ def final_inputs_of_features(head: nn.Module, features: torch.Tensor, batch_size
     return torch.cat([c.reshape(c.shape[0], -1) for c in captured]).cpu()
 
 
+def _cross_validated_predictions(x: torch.Tensor, y: torch.Tensor, classes: int, c: float) -> Optional[torch.Tensor]:
+    """Out-of-fold predictions of :data:`CV_FOLDS`-fold cross-validation (seeded folds); None for too few rows."""
+    if len(y) < 2 * CV_FOLDS:
+        return None
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    predicted = torch.empty(len(y), dtype=torch.long)
+    for fold in order.chunk(CV_FOLDS):
+        keep = torch.ones(len(y), dtype=torch.bool)
+        keep[fold] = False
+        weight, bias, _ = logistic_regression(x[keep], y[keep], classes, c)
+        predicted[fold] = (x[fold].double() @ weight.T + bias).argmax(-1)
+    return predicted
+
+
 def fit_on_features(head: nn.Module, train: tuple[torch.Tensor, torch.Tensor],
                     validation: Optional[tuple[torch.Tensor, torch.Tensor]], classes: int,
                     score: Callable[[list[int], list[int]], float], accelerator: Any) -> dict[str, Any]:
-    """Feature extraction's head: logistic regressions over :data:`C_GRID`, the best on validation kept.
+    """Feature extraction's head: a logistic regression fit on the training rows at the best C of :data:`C_GRID`.
+
+    Each C is scored by :data:`CV_FOLDS`-fold cross-validation on the training rows and on the
+    validation rows (a fit on all training rows), the two weighted by their row counts: a few hundred
+    validation rows alone differ between neighbouring C by one or two rows. The strongest penalty
+    wins ties; with neither score available (under 10 rows, no validation) C is :data:`HEAD_C`.
 
     Args:
         head: the :class:`nlp_transfer.features.FeatureHead` (its classifier model is changed in place).
         train: cached vectors of the training rows and their class ids.
-        validation: the same for the validation rows, or None (then ``C`` is :data:`HEAD_C`).
+        validation: the same for the validation rows, or None.
         classes: number of classes.
         score: ``score(predicted, true)``, higher is better (the run's ``--metric-for-best-model``).
         accelerator: the run's accelerator (the main process's head is broadcast).
 
     Returns:
-        What was done, for the history: the chosen ``c``, each tried one's validation score, the fit.
+        What was done, for the history: the chosen ``c``, each tried one's scores, the final fit.
     """
     set_unit_projection(head.classifier_model)
-    x_train = final_inputs_of_features(head, train[0])
+    x_train, y_train = final_inputs_of_features(head, train[0]), train[1]
     x_val = final_inputs_of_features(head, validation[0]) if validation is not None else None
-    grid = C_GRID if validation is not None else (HEAD_C,)
+    can_cv = len(y_train) >= 2 * CV_FOLDS
+    grid = C_GRID if can_cv or x_val is not None else (HEAD_C,)
     tried, best = [], None
     for c in grid:
-        weight, bias, fit = logistic_regression(x_train, train[1], classes, c)
-        value = None
+        weight, bias, fit = logistic_regression(x_train, y_train, classes, c)
+        entry: dict[str, Any] = {"c": c, "cv_score": None, "validation_score": None, "score": None}
+        parts = []
+        folds = _cross_validated_predictions(x_train, y_train, classes, c) if len(grid) > 1 and can_cv else None
+        if folds is not None:
+            entry["cv_score"] = score(folds.tolist(), y_train.tolist())
+            parts.append((entry["cv_score"], len(y_train)))
         if x_val is not None:
-            predicted = (x_val.double() @ weight.T + bias).argmax(-1)
-            value = score(predicted.tolist(), validation[1].tolist())
-        tried.append({"c": c, "validation_score": value})
-        if best is None or (value is not None and value > best[0]):
-            best = (value, c, weight, bias, fit)
+            entry["validation_score"] = score((x_val.double() @ weight.T + bias).argmax(-1).tolist(),
+                                              validation[1].tolist())
+            parts.append((entry["validation_score"], len(validation[1])))
+        if parts:
+            entry["score"] = sum(v * n for v, n in parts) / sum(n for _, n in parts)
+        tried.append(entry)
+        if best is None or (entry["score"] is not None and entry["score"] > best[0]):
+            best = (entry["score"], c, weight, bias, fit)
     _, c, weight, bias, fit = best
     set_final_layer(head.classifier_model, weight, bias, accelerator)
     warn_unconverged(fit)
     with torch.no_grad():
-        train_loss = float(F.cross_entropy(x_train.double() @ weight.T + bias, train[1].long()))
-    return {"solver": "lbfgs", "c": c, "grid": tried, "train_loss": train_loss, **head_fit_record(fit)}
+        train_loss = float(F.cross_entropy(x_train.double() @ weight.T + bias, y_train.long()))
+    return {"solver": "lbfgs", "c": c, "cv_folds": CV_FOLDS if can_cv and len(grid) > 1 else 0, "grid": tried,
+            "train_loss": train_loss, **head_fit_record(fit)}

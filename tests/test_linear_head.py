@@ -52,7 +52,7 @@ def _head(tiny_model_dir: str) -> FeatureHead:
     return FeatureHead(load_for_training(tiny_model_dir, ["a", "b", "c"]))
 
 
-def test_the_head_keeps_the_c_with_the_best_validation_score(tiny_model_dir):
+def test_the_head_keeps_the_c_with_the_best_cross_validation_and_validation_score(tiny_model_dir):
     head = _head(tiny_model_dir)
     size = head.classifier_model.config.hidden_size
     train_rows, validation = _blobs(150, seed=2, size=size, noise=4.0), _blobs(90, seed=3, size=size, noise=4.0)
@@ -61,23 +61,29 @@ def test_the_head_keeps_the_c_with_the_best_validation_score(tiny_model_dir):
         return compute_report(predicted, true, ["a", "b", "c"])["accuracy"]
 
     record = fit_on_features(head, train_rows, validation, 3, accuracy, ONE_PROCESS)
-    scores = [t["validation_score"] for t in record["grid"]]
-    assert [t["c"] for t in record["grid"]] == list(C_GRID)
+    assert [t["c"] for t in record["grid"]] == list(C_GRID) and record["cv_folds"] == 5
+    for t in record["grid"]:  # each C's score weighs its 5-fold score on 150 rows and its validation score on 90
+        assert t["score"] == pytest.approx((150 * t["cv_score"] + 90 * t["validation_score"]) / 240)
+    scores = [t["score"] for t in record["grid"]]
     assert len(set(scores)) > 1  # the strength matters on noisy data, so the choice is a real one
     chosen = scores.index(max(scores))  # the first best: the strongest penalty among equals
     assert record["c"] == C_GRID[chosen] and record["converged"]
-    # The classifier now is that fit: its predictions on the validation vectors score the recorded best.
+    # The classifier now is the fit on the training rows at that C: it scores the recorded validation value.
     head.eval()
     with torch.no_grad():
         predicted = head(validation[0]).logits.argmax(-1)
-    assert accuracy(predicted.tolist(), validation[1].tolist()) == pytest.approx(max(scores))
+    assert accuracy(predicted.tolist(), validation[1].tolist()) == pytest.approx(record["grid"][chosen]["validation_score"])
+    # Cross-validation alone picks C when there are no validation rows.
+    alone = fit_on_features(_head(tiny_model_dir), train_rows, None, 3, accuracy, ONE_PROCESS)
+    assert all(t["validation_score"] is None and t["score"] == t["cv_score"] for t in alone["grid"])
 
 
-def test_without_validation_rows_the_head_is_fit_at_the_default_strength(tiny_model_dir):
+def test_with_too_few_rows_to_pick_the_head_is_fit_at_the_default_strength(tiny_model_dir):
     head = _head(tiny_model_dir)
-    rows = _blobs(60, seed=4, size=head.classifier_model.config.hidden_size)
+    rows = _blobs(9, seed=4, size=head.classifier_model.config.hidden_size)  # under 2 rows per fold
     record = fit_on_features(head, rows, None, 3, lambda p, t: 0.0, ONE_PROCESS)
-    assert record["c"] == HEAD_C and record["grid"] == [{"c": HEAD_C, "validation_score": None}]
+    assert record["c"] == HEAD_C and record["cv_folds"] == 0
+    assert record["grid"] == [{"c": HEAD_C, "cv_score": None, "validation_score": None, "score": None}]
 
 
 def test_lbfgs_feature_extraction_run_saves_a_folder_pipeline_reproduces(tiny_config, tmp_path):

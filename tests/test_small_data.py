@@ -88,11 +88,12 @@ def test_feature_extraction_on_a_tiny_set_has_no_validation_and_enough_steps(tin
     assert result.summary["feature_cache"]["rows_encoded"] == 20  # the training rows only: no validation split
 
 
-def test_lbfgs_feature_extraction_on_a_tiny_set_fits_on_every_row_at_the_default_strength(tiny_set, tmp_path):
+def test_lbfgs_feature_extraction_on_a_tiny_set_fits_on_every_row_and_cross_validates_c(tiny_set, tmp_path):
     result = train(tiny_set(strategy="feature-extraction", feature_cache_dir=str(tmp_path / "features")))
     assert result.metrics["validation"] is None and result.summary["optimizer_steps"] == 0
     assert result.summary["small_data"]["passes_per_epoch"] == 1 and result.summary["small_data"]["min_steps"] == 0
     fit = result.summary["history"][-1]["strategy"]["head_fit"]
-    assert (fit["rows"], fit["c"], [t["validation_score"] for t in fit["grid"]]) == (20, 1.0, [None])
+    assert fit["rows"] == 20 and fit["cv_folds"] == 5  # C picked by cross-validation of the 20 rows alone
+    assert all(t["validation_score"] is None and t["cv_score"] is not None for t in fit["grid"])
     card = (Path(result.output_dir) / "README.md").read_text()
-    assert "no validation rows to pick it" in card and "optimizer steps" not in card
+    assert "5-fold cross-validation on the training rows among 9 values" in card and "optimizer steps" not in card
