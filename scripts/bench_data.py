@@ -8,20 +8,21 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Optional, Sequence
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def read_rows(path: Path) -> list[dict[str, str]]:
-    """The ``text`` and ``label`` of every row of a CSV."""
+def read_rows(path: Path, columns: Optional[Sequence[str]] = ("text", "label")) -> list[dict[str, str]]:
+    """The ``columns`` of every row of a CSV (None: every column)."""
     with path.open(encoding="utf-8", newline="") as fh:
-        return [{"text": r["text"], "label": r["label"]} for r in csv.DictReader(fh)]
+        return [r if columns is None else {k: r[k] for k in columns} for r in csv.DictReader(fh)]
 
 
 def write_rows(path: Path, rows: list[dict[str, str]]) -> Path:
-    """Write ``rows`` as a text,label CSV; return ``path``."""
+    """Write ``rows`` as a CSV with the first row's columns (text,label when there are no rows); return ``path``."""
     with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["text", "label"])
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["text", "label"])
         writer.writeheader()
         writer.writerows(rows)
     return path

@@ -21,7 +21,6 @@ Prints a table, then the JSON. The defaults run in minutes on a laptop CPU; rais
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import random
@@ -32,21 +31,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+from bench_data import SHARED, read_rows, write_rows
+
 TASKS = ("multilabel", "regression", "imbalance")
-
-
-def read(path: Path) -> list[dict]:
-    with path.open(encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
-
-
-def write(path: Path, rows: list[dict]) -> str:
-    with path.open("w", encoding="utf-8", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
 
 
 def joined_articles(rows: list[dict], n: int, words: int, single_share: float, seed: int) -> list[dict]:
@@ -82,7 +69,7 @@ def run(name: str, train_rows: list[dict], test_rows: list[dict], root: Path, ar
     values = dict(epochs=args.epochs, batch_size=32, learning_rate=args.learning_rate, seed=args.seed,
                   keep_checkpoints=0)
     config = TrainConfig(
-        train_file=write(folder / "train.csv", train_rows), test_file=write(folder / "test.csv", test_rows),
+        train_file=write_rows(folder / "train.csv", train_rows), test_file=write_rows(folder / "test.csv", test_rows),
         output_dir=str(folder / "model"), **{**values, **settings})
     started = time.perf_counter()
     result = train(config)
@@ -90,8 +77,9 @@ def run(name: str, train_rows: list[dict], test_rows: list[dict], root: Path, ar
 
 
 def bench_multilabel(root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    train_rows = joined_articles(read(SHARED / "bbc_news" / "train.csv"), args.train_rows, 45, 0.3, args.seed)
-    test_rows = joined_articles(read(SHARED / "bbc_news" / "test.csv"), args.test_rows, 45, 0.3, args.seed + 1)
+    bbc = SHARED / "bbc_news"
+    train_rows = joined_articles(read_rows(bbc / "train.csv", columns=None), args.train_rows, 45, 0.3, args.seed)
+    test_rows = joined_articles(read_rows(bbc / "test.csv", columns=None), args.test_rows, 45, 0.3, args.seed + 1)
     metrics, seconds = run("multilabel", train_rows, test_rows, root, args, label_column="labels",
                            multi_label=True, max_length=128)
     test = metrics["test"]
@@ -102,11 +90,10 @@ def bench_multilabel(root: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_regression(root: Path, args: argparse.Namespace) -> dict[str, Any]:
-    keep = ("text", "score")
-    train_rows = [{k: r[k] for k in keep} for r in sample(read(SHARED / "sentiment" / "movie_reviews_train.csv"),
-                                                          args.train_rows, args.seed)]
-    test_rows = [{k: r[k] for k in keep} for r in sample(read(SHARED / "sentiment" / "movie_reviews_test.csv"),
-                                                         args.test_rows, args.seed)]
+    keep = ("text", "score")  # the mean human rating is the target
+    reviews = SHARED / "sentiment"
+    train_rows = sample(read_rows(reviews / "movie_reviews_train.csv", columns=keep), args.train_rows, args.seed)
+    test_rows = sample(read_rows(reviews / "movie_reviews_test.csv", columns=keep), args.test_rows, args.seed)
     metrics, seconds = run("regression", train_rows, test_rows, root, args, label_column="score",
                            task="regression", max_length=96)
     test = metrics["test"]
@@ -115,8 +102,8 @@ def bench_regression(root: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def bench_imbalance(root: Path, args: argparse.Namespace) -> list[dict[str, Any]]:
-    train_rows = sample(read(SHARED / "sms_spam" / "train.csv"), args.train_rows, args.seed)
-    test_rows = sample(read(SHARED / "sms_spam" / "test.csv"), args.test_rows, args.seed)
+    train_rows = sample(read_rows(SHARED / "sms_spam" / "train.csv", columns=None), args.train_rows, args.seed)
+    test_rows = sample(read_rows(SHARED / "sms_spam" / "test.csv", columns=None), args.test_rows, args.seed)
     results = []
     for weights in ("none", "balanced"):
         metrics, seconds = run(f"spam-{weights}", train_rows, test_rows, root, args, class_weights=weights,
