@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from .config_checks import check_checkpoint_settings
+from .config_checks import CHECKPOINT_EVERY_HELP, KEEP_CHECKPOINTS_HELP, check_checkpoint_settings
 from .errors import UserInputError, check_positive_int
 from .hub_ids import DEFAULT_MODEL
 
@@ -64,12 +64,11 @@ class AdaptLmConfig:
                            "--model).", "output", metavar="DIR")
     overwrite: bool = _opt(False, "Replace an output folder that already holds a model.", "output")
     checkpoint_every: Optional[int] = _opt(
-        None, "Also write a checkpoint every N optimizer steps (one is always written at each epoch end, and on "
-        "SIGINT/SIGTERM). Checkpoints live in the unfinished run's .<name>.incomplete/ folder.", "output",
+        None, CHECKPOINT_EVERY_HELP, "output",
         metavar="N",
     )
     keep_checkpoints: int = _opt(
-        2, "Newest checkpoints kept while the run is unfinished (0: write none). A finished run deletes them all.",
+        2, KEEP_CHECKPOINTS_HELP,
         "output", metavar="N",
     )
     resume: Optional[str] = _opt(

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config_checks import check_choice, check_columns, check_counts, check_numbers
+from .config_checks import (CHECKPOINT_EVERY_HELP, KEEP_CHECKPOINTS_HELP, check_choice, check_columns, check_counts,
+                            check_numbers)
 from .errors import UserInputError
 from .hub_ids import DEFAULT_MODEL, check_repo_id
 from .long_text import DEFAULT_HEAD_FRACTION, DEFAULT_MAX_WINDOWS, LONG_TEXT_MODES, WINDOW_POOLINGS, check_long_text_settings
@@ -172,12 +173,11 @@ class TrainConfig:
         False, "Create the --push-to-hub repo as private (an existing repo keeps its visibility).", "hub"
     )
     checkpoint_every: Optional[int] = _opt(
-        None, "Also write a checkpoint every N optimizer steps (one is always written at each epoch end, and on "
-        "SIGINT/SIGTERM). Checkpoints live in the unfinished run's .<name>.incomplete/ folder.", "output",
+        None, CHECKPOINT_EVERY_HELP, "output",
         metavar="N",
     )
     keep_checkpoints: int = _opt(
-        2, "Newest checkpoints kept while the run is unfinished (0: write none). A finished run deletes them all.",
+        2, KEEP_CHECKPOINTS_HELP,
         "output", metavar="N",
     )
     resume: Optional[str] = _opt(

@@ -11,7 +11,10 @@ from typing import Any
 from .errors import UserInputError, check_positive_int
 
 MAX_SEED = 2**32 - 1  # what numpy and torch seeding accept
-
+# Help of the checkpoint options that train and adapt-lm share.
+CHECKPOINT_EVERY_HELP = ("Also write a checkpoint every N optimizer steps (one is always written at each epoch end, "
+                         "and on SIGINT/SIGTERM). Checkpoints live in the unfinished run's .<name>.incomplete/ folder.")
+KEEP_CHECKPOINTS_HELP = "Newest checkpoints kept while the run is unfinished (0: write none). A finished run deletes them all."
 
 def _in_range(value: Any, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False,
               hint: str = "") -> None:
