@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional
 
-from .config_checks import CHECKPOINT_EVERY_HELP, KEEP_CHECKPOINTS_HELP, check_checkpoint_settings
+from .config_checks import check_checkpoint_settings, checkpoint_options, option
 from .errors import UserInputError, check_positive_int
 from .hub_ids import DEFAULT_MODEL
 
 
-def _opt(default: Any, help: str, group: str, **meta: Any) -> Any:
-    return field(default=default, metadata={"help": help, "group": group, **meta})
+_opt = option
 
 
 @dataclass
@@ -63,19 +62,10 @@ class AdaptLmConfig:
     output_dir: str = _opt("runs/adapted-lm", "Folder that receives the adapted encoder (pass it to train "
                            "--model).", "output", metavar="DIR")
     overwrite: bool = _opt(False, "Replace an output folder that already holds a model.", "output")
-    checkpoint_every: Optional[int] = _opt(
-        None, CHECKPOINT_EVERY_HELP, "output",
-        metavar="N",
-    )
-    keep_checkpoints: int = _opt(
-        2, KEEP_CHECKPOINTS_HELP,
-        "output", metavar="N",
-    )
-    resume: Optional[str] = _opt(
-        None, "Continue an interrupted run: --resume alone takes the newest complete checkpoint of --output-dir, "
-        "--resume PATH a given checkpoint folder. Use the same settings and texts as the interrupted run.", "output",
-        nargs="?", const="latest", metavar="PATH",
-    )
+    checkpoint_every: Optional[int]
+    keep_checkpoints: int
+    resume: Optional[str]
+    checkpoint_every, keep_checkpoints, resume = checkpoint_options("texts")
 
     # What the shared training loop (nlp_transfer.loop.fit) reads beyond the fields, fixed for adapt-lm:
     # one batch per step, gradients clipped to norm 1, every epoch runs, no classification validation.

@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .config_checks import (CHECKPOINT_EVERY_HELP, KEEP_CHECKPOINTS_HELP, check_choice, check_columns, check_counts,
-                            check_numbers)
+from .config_checks import check_choice, check_columns, check_counts, check_numbers, checkpoint_options, option
 from .errors import UserInputError
 from .hub_ids import DEFAULT_MODEL, check_repo_id
 from .long_text import DEFAULT_HEAD_FRACTION, DEFAULT_MAX_WINDOWS, LONG_TEXT_MODES, WINDOW_POOLINGS, check_long_text_settings
@@ -28,13 +27,7 @@ MIXED_PRECISION = ("no", "fp16", "bf16")
 STRATEGIES = tuple(_STRATEGY_CLASSES)
 
 
-def _opt(default: Any, help: str, group: str, **meta: Any) -> Any:
-    """A dataclass field with its CLI help text and help ``group`` (see ``cli.HELP_GROUPS``).
-
-    Optional metadata: ``metavar`` (how the value is shown in ``--help``), ``choices``, and
-    ``nargs``/``const`` for an option that may also stand alone.
-    """
-    return field(default=default, metadata={"help": help, "group": group, **meta})
+_opt = option
 
 
 @dataclass
@@ -172,19 +165,10 @@ class TrainConfig:
     hub_private: bool = _opt(
         False, "Create the --push-to-hub repo as private (an existing repo keeps its visibility).", "hub"
     )
-    checkpoint_every: Optional[int] = _opt(
-        None, CHECKPOINT_EVERY_HELP, "output",
-        metavar="N",
-    )
-    keep_checkpoints: int = _opt(
-        2, KEEP_CHECKPOINTS_HELP,
-        "output", metavar="N",
-    )
-    resume: Optional[str] = _opt(
-        None, "Continue an interrupted run: --resume alone takes the newest complete checkpoint of --output-dir, "
-        "--resume PATH a given checkpoint folder. Use the same settings as the interrupted run.", "output",
-        nargs="?", const="latest", metavar="PATH",
-    )
+    checkpoint_every: Optional[int]
+    keep_checkpoints: int
+    resume: Optional[str]
+    checkpoint_every, keep_checkpoints, resume = checkpoint_options("data")
     allow_pickle: bool = _opt(
         False, "Allow loading encoder weights from pickle files (pytorch_model.bin). Unpickling can run arbitrary "
         "code: only for files you trust. By default only safetensors weights are loaded.", "model",

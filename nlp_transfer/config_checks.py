@@ -6,15 +6,39 @@ A typo such as ``1e6`` for ``1e-6`` must stop a run before any work, not train t
 from __future__ import annotations
 
 import math
+from dataclasses import field
 from typing import Any
 
 from .errors import UserInputError, check_positive_int
 
 MAX_SEED = 2**32 - 1  # what numpy and torch seeding accept
-# Help of the checkpoint options that train and adapt-lm share.
-CHECKPOINT_EVERY_HELP = ("Also write a checkpoint every N optimizer steps (one is always written at each epoch end, "
-                         "and on SIGINT/SIGTERM). Checkpoints live in the unfinished run's .<name>.incomplete/ folder.")
-KEEP_CHECKPOINTS_HELP = "Newest checkpoints kept while the run is unfinished (0: write none). A finished run deletes them all."
+
+
+def option(default: Any, help: str, group: str, **meta: Any) -> Any:
+    """A dataclass field with its CLI help text and help ``group`` (see ``cli.HELP_GROUPS``).
+
+    Optional metadata: ``metavar`` (how the value is shown in ``--help``), ``choices``, and
+    ``nargs``/``const`` for an option that may also stand alone.
+    """
+    return field(default=default, metadata={"help": help, "group": group, **meta})
+
+
+def checkpoint_options(inputs: str) -> tuple[Any, Any, Any]:
+    """The ``checkpoint_every``, ``keep_checkpoints`` and ``resume`` fields train and adapt-lm share.
+
+    Args:
+        inputs: what a resume must be given unchanged besides the settings (e.g. "texts").
+    """
+    return (
+        option(None, "Also write a checkpoint every N optimizer steps (one is always written at each epoch end, and "
+               "on SIGINT/SIGTERM). Checkpoints live in the unfinished run's .<name>.incomplete/ folder.", "output",
+               metavar="N"),
+        option(2, "Newest checkpoints kept while the run is unfinished (0: write none). A finished run deletes them "
+               "all.", "output", metavar="N"),
+        option(None, "Continue an interrupted run: --resume alone takes the newest complete checkpoint of "
+               f"--output-dir, --resume PATH a given checkpoint folder. Use the same settings and {inputs} as the "
+               "interrupted run.", "output", nargs="?", const="latest", metavar="PATH"),
+    )
 
 def _in_range(value: Any, name: str, low: float, high: float, low_open: bool = False, high_open: bool = False,
               hint: str = "") -> None:
