@@ -243,7 +243,8 @@ def _write(model: torch.nn.Module, tokenizer: Any, config: AdaptLmConfig, summar
     """The encoder folder, its settings and summary, written in the staging folder and moved into place."""
     if run.accelerator.is_main_process:
         staging = output.staging
-        save_encoder(model, config.model, tokenizer, staging)
+        # The pooling a `train --model` run on the folder uses by default: the base's (sentence encoders: mean).
+        summary["pooling"] = save_encoder(model, config.model, tokenizer, staging)
         settings = {**config.to_dict(), "text_file": Path(config.text_file).name,
                     "output_dir": Path(config.output_dir).name}
         write_json(staging / CONFIG_FILE, settings)

@@ -65,13 +65,17 @@ def head_parameters(model: PreTrainedModel) -> list[torch.nn.Parameter]:
     return [p for n, p in model.named_parameters() if not n.startswith(prefix)]
 
 
-def save_encoder(model: PreTrainedModel, name: str, tokenizer: Any, directory: Path) -> None:
+def save_encoder(model: PreTrainedModel, name: str, tokenizer: Any, directory: Path) -> str:
     """Save the adapted encoder as a plain encoder folder (``AutoModel``), keeping the base model's other weights.
 
     A masked-LM model has no pooler; the pooler (and any other weight of the base encoder folder outside
     the masked-LM model) is kept from ``name``, so ``train --model`` starts from the same pooler as before.
-    The masked-LM head is training-only and is not saved.
+    The masked-LM head is training-only and is not saved. A base that ships sentence-transformers
+    mean pooling passes it on (:func:`nlp_transfer.pooling.copy_sentence_pooling`), so a run on the
+    folder pools as a run on the base does. Returns that pooling (``mean`` or ``cls``).
     """
+    from .pooling import copy_sentence_pooling
+
     encoder, _ = _load(AutoModel, name)
     missing, unexpected = encoder.load_state_dict(model.base_model.state_dict(), strict=False)
     if unexpected or [k for k in missing if not k.startswith("pooler.")]:
@@ -80,6 +84,7 @@ def save_encoder(model: PreTrainedModel, name: str, tokenizer: Any, directory: P
     with quiet_loading():
         encoder.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
+    return "mean" if copy_sentence_pooling(name, Path(directory)) else "cls"
 
 
 def _single_head(model: PreTrainedModel) -> torch.nn.Module | None:

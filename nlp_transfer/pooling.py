@@ -263,6 +263,32 @@ def ships_mean_pooling(name: str) -> bool:
     return False
 
 
+SENTENCE_TRANSFORMERS_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+
+
+def copy_sentence_pooling(name: str, directory: Path) -> bool:
+    """Give ``directory`` (an encoder derived from ``name``) the mean-pooling configuration ``name`` ships.
+
+    An encoder folder written from a sentence encoder (``adapt-lm``'s output) would otherwise lose the
+    sentence-transformers files that make :func:`default_pooling` say ``mean``, and a run on it
+    would silently pool the [CLS] vector its base never trained. Copies ``modules.json``, the
+    sentence-transformers settings and each module folder's ``config.json``; nothing when ``name``
+    does not ship mean pooling. Returns whether it copied.
+    """
+    if not ships_mean_pooling(name):
+        return False
+    modules = _read_json(_model_file(name, "modules.json")) or []
+    wanted = list(SENTENCE_TRANSFORMERS_FILES) + [
+        f"{str(m.get('path') or '').strip('/')}/config.json" for m in modules
+        if isinstance(m, dict) and str(m.get("path") or "").strip("/")]
+    for filename in wanted:
+        found = _model_file(name, filename)
+        if found is not None:
+            (directory / filename).parent.mkdir(parents=True, exist_ok=True)
+            (directory / filename).write_bytes(found.read_bytes())
+    return True
+
+
 def _supported_type(name: str) -> bool:
     settings = _read_json(_model_file(name, "config.json"))
     return isinstance(settings, dict) and settings.get("model_type") in SUPPORTED_MODEL_TYPES

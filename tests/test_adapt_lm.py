@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from nlp_transfer import UserInputError, train
 from nlp_transfer.adapt_lm import adapt_lm
 from nlp_transfer.adapt_lm_config import AdaptLmConfig
 from nlp_transfer.cli import main
+from nlp_transfer.pooling import default_pooling
 
 from conftest import requires_shared_data, synthetic_rows, write_csv
 
@@ -62,6 +64,25 @@ def test_adapted_encoder_trains_as_model(adapted, tiny_config, sentiment_csvs):
     assert result.metrics["test"]["accuracy"] >= 0.85
     predictions = pipeline("text-classification", model=result.output_dir, device="cpu")(["good great love it"])
     assert predictions[0]["label"] == "pos"
+
+
+def test_an_adapted_sentence_encoder_keeps_its_mean_pooling(adapted, tiny_model_dir, tmp_path):
+    """A base shipping sentence-transformers mean pooling passes it on; a plain BERT base stays [CLS]."""
+    assert adapted.summary["pooling"] == "cls" and default_pooling(adapted.output_dir) == "cls"
+    base = tmp_path / "sentence-encoder"
+    shutil.copytree(tiny_model_dir, base)
+    (base / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (base / "1_Pooling").mkdir()
+    (base / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    assert default_pooling(str(base)) == "mean"
+    texts = write_csv(tmp_path / "t.csv", [[text] for text, _ in synthetic_rows(40)], header=("text",))
+    result = adapt_lm(AdaptLmConfig(text_file=str(texts), model=str(base), output_dir=str(tmp_path / "lm"),
+                                    new_mlm_head=True, head_warmup_steps=2, max_length=32, batch_size=16))
+    assert result.summary["pooling"] == "mean"
+    assert default_pooling(result.output_dir) == "mean"
+    assert json.loads((Path(result.output_dir) / "1_Pooling" / "config.json").read_text())["pooling_mode_mean_tokens"]
 
 
 def test_model_without_masked_lm_head_is_refused_unless_asked(tiny_model_dir, tmp_path):
