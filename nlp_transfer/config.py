@@ -222,8 +222,9 @@ class TrainConfig:
     # --- few-shot: contrastive strategy and small-data policy (issue 18) ---
     pairs: Optional[int] = _opt(
         None, "With --strategy contrastive: sentence pairs drawn per epoch (half of one class, half of two classes, "
-        "label-balanced, seeded, fresh each epoch). Default: 40 per training row (at least 20 per pair of classes, "
-        "at most 20,000) spread over --epochs, and at least 40 optimizer steps.", "model", metavar="N",
+        "label-balanced, seeded, fresh each epoch; a batch of --batch-size texts holds half as many pairs). Default, "
+        "spread over --epochs: twice the distinct pairs of one class or of two classes, whichever are more (SetFit's "
+        "count: 128 for 8 rows of each of 2 classes), at most 20,000, and at least 8 optimizer steps.", "model", metavar="N",
     )
     small_data: str = _opt(
         "auto", "Small-data policy, for fewer than 50 training rows per class: auto trains on every row (no "

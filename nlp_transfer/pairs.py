@@ -15,8 +15,11 @@ Sampling is label-balanced and seeded:
 - the pairs of epoch ``e`` depend only on ``(seed, e)``: a resumed run sees the same pairs, and
   each epoch draws fresh ones.
 
-How many pairs: :func:`default_pair_count` (about 40 per training row, more when there are many
-classes, capped so that a large training set does not turn into hours of pair training).
+How many pairs: :func:`default_pair_count` (SetFit's oversampling count: every distinct pair of the
+more numerous kind, one-class or two-class, once, and as many of the other kind; capped so that a
+large training set does not turn into hours of pair training). A batch of ``--batch-size`` texts
+holds half as many pairs (:func:`pairs_per_batch`), so a pair step embeds as many texts as a
+step of any other strategy.
 """
 
 from __future__ import annotations
@@ -29,21 +32,31 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-PAIRS_PER_ROW = 40  # 20 positive + 20 negative pairs per training row, per run
-PAIRS_PER_CLASS_PAIR = 20  # per ordered pair of classes: with many classes, negatives to set each two apart
-MAX_DEFAULT_PAIRS = 20_000  # the default's ceiling (≈ 1,250 steps of 16 pairs); --pairs goes beyond
-MIN_PAIR_STEPS = 40  # the default gives at least this many optimizer steps, whatever the batch size
+MAX_DEFAULT_PAIRS = 20_000  # the default's ceiling (1,250 steps of 16 pairs); --pairs goes beyond
+MIN_PAIR_STEPS = 8  # the default gives at least this many optimizer steps, whatever the batch size
 
 
-def default_pair_count(rows: int, classes: int) -> int:
-    """Pairs per run when ``--pairs`` is not given: 40 per row or 20 per ordered pair of classes, at most 20,000.
+def default_pair_count(class_sizes: Sequence[int]) -> int:
+    """Pairs per run when ``--pairs`` is not given: twice the distinct pairs of the more numerous kind, at most 20,000.
+
+    The distinct one-class pairs (two different rows of a class) and the distinct two-class pairs
+    are counted; the run draws as many pairs as the larger count holds, and as many of the other
+    kind (half positive, half negative). This is SetFit's default ("oversampling"): on 8 rows for
+    each of 2 classes, 128 pairs; for each of 6 classes, 1,920. It grows with the square of the
+    rows, which few-shot sets can afford, up to :data:`MAX_DEFAULT_PAIRS`.
 
     Args:
-        rows: labelled training rows.
-        classes: number of classes.
+        class_sizes: training rows of each class.
     """
-    wanted = max(PAIRS_PER_ROW * rows, PAIRS_PER_CLASS_PAIR * classes * (classes - 1))
-    return int(min(MAX_DEFAULT_PAIRS, wanted))
+    sizes = [int(n) for n in class_sizes]
+    one_class = sum(n * (n - 1) // 2 for n in sizes)
+    two_class = (sum(sizes) ** 2 - sum(n * n for n in sizes)) // 2
+    return int(min(MAX_DEFAULT_PAIRS, 2 * max(one_class, two_class)))
+
+
+def pairs_per_batch(batch_size: int) -> int:
+    """Pairs in a batch of ``batch_size`` texts (each pair embeds two): half of it, at least one."""
+    return max(1, batch_size // 2)
 
 
 @dataclass
@@ -179,25 +192,33 @@ def pair_loader(rows: Any, count: int, batch_size: int, seed: int, tokenizer: An
     Args:
         rows: tokenized training rows with ``labels``.
         count: pairs per epoch.
-        batch_size: pairs per batch (each batch embeds twice as many texts).
+        batch_size: texts per batch (``--batch-size``): each batch holds :func:`pairs_per_batch` pairs.
         seed: the run's seed (pairs and their order depend only on it and the epoch).
         tokenizer: pads batches.
     """
     sampler = PairSampler(rows["labels"], count, seed)
-    return DataLoader(PairRows(rows), batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
+    return DataLoader(PairRows(rows), batch_sampler=BatchSampler(sampler, pairs_per_batch(batch_size), drop_last=False),
                       collate_fn=PairCollator(tokenizer), generator=torch.Generator().manual_seed(seed))
 
 
-def pairs_per_epoch(config: Any, rows: int, classes: int) -> dict[str, Any]:
+def pairs_per_epoch(config: Any, labels: Sequence[int], classes: int) -> dict[str, Any]:
     """How many pairs each epoch of a run draws, and why (recorded in the summary and the card).
 
     ``--pairs`` when given; otherwise :func:`default_pair_count` spread over the epochs, and at
     least :data:`MIN_PAIR_STEPS` optimizer steps in all whatever the batch size.
+
+    Args:
+        config: the run's settings (``pairs``, ``epochs``, ``batch_size``, ``gradient_accumulation_steps``).
+        labels: the class id of every training row.
+        classes: number of classes of the task.
     """
+    sizes = np.bincount(np.asarray(labels, dtype=np.int64), minlength=classes)
     if config.pairs is not None:
         per_epoch, source = config.pairs, "--pairs"
     else:
-        total = max(default_pair_count(rows, classes), MIN_PAIR_STEPS * config.batch_size)
+        per_step = pairs_per_batch(config.batch_size) * getattr(config, "gradient_accumulation_steps", 1)
+        total = max(default_pair_count(sizes), MIN_PAIR_STEPS * per_step)
         per_epoch, source = math.ceil(total / config.epochs), "default"
     return {"pairs_per_epoch": per_epoch, "epochs": config.epochs, "total_pairs": per_epoch * config.epochs,
-            "source": source, "positive_fraction": 0.5, "rows": rows, "classes": classes}
+            "pairs_per_batch": pairs_per_batch(config.batch_size), "source": source, "positive_fraction": 0.5,
+            "rows": int(sizes.sum()), "classes": classes}

@@ -232,7 +232,7 @@ class Contrastive(Strategy):
         from .pairs import MIN_PAIR_STEPS, pair_loader, pairs_per_epoch
         from .sampler import eval_loader
 
-        plan = pairs_per_epoch(self.config, data.train.num_rows, len(data.labels))
+        plan = pairs_per_epoch(self.config, data.train["labels"], len(data.labels))
         if data.small_data is not None:
             data.small_data.min_steps = MIN_PAIR_STEPS  # the pair count, not repeated passes, sets the budget
         self._head_rows = eval_loader(data.train, tokenizer, self.config.eval_batch_size)

@@ -51,6 +51,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--lm-learning-rate", type=float, default=5e-5)
     parser.add_argument("--lm-head-warmup-steps", type=int, default=300)
     parser.add_argument("--lm-seed", type=int, default=0)
+    parser.add_argument("--lm-dir", type=Path, default=None,
+                        help="keep the adapted encoder in this folder; a folder that already holds one is reused "
+                        "(its adapt_lm_config.json must match these settings)")
     parser.add_argument("--model", default="sentence-transformers/all-MiniLM-L6-v2")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
@@ -77,12 +80,20 @@ def _adapted_encoder(args: argparse.Namespace, target: Path, work: Path) -> tupl
     from nlp_transfer.adapt_lm import adapt_lm
     from nlp_transfer.adapt_lm_config import AdaptLmConfig
 
-    started = time.perf_counter()
-    result = adapt_lm(AdaptLmConfig(
-        text_file=str(target), model=args.model, output_dir=str(work / "adapted-lm"), new_mlm_head=True,
+    config = AdaptLmConfig(
+        text_file=str(target), model=args.model, output_dir=str(args.lm_dir or work / "adapted-lm"), new_mlm_head=True,
         head_warmup_steps=args.lm_head_warmup_steps, epochs=args.lm_epochs, learning_rate=args.lm_learning_rate,
         max_length=args.max_length, batch_size=args.batch_size, seed=args.lm_seed, keep_checkpoints=0,
-    ))
+    )
+    kept = Path(config.output_dir)
+    if (kept / "adapt_lm_summary.json").is_file():
+        saved = json.loads((kept / "adapt_lm_config.json").read_text(encoding="utf-8"))
+        differs = [k for k, v in config.to_dict().items() if k not in ("text_file", "output_dir") and saved.get(k) != v]
+        if differs:
+            raise SystemExit(f"--lm-dir {kept} holds an encoder adapted with other settings ({', '.join(differs)})")
+        return str(kept), {**json.loads((kept / "adapt_lm_summary.json").read_text(encoding="utf-8")), "reused": True}
+    started = time.perf_counter()
+    result = adapt_lm(config)
     return result.output_dir, {**result.summary, "wall_s": round(time.perf_counter() - started, 1)}
 
 

@@ -167,11 +167,11 @@ def test_contrastive_under_two_processes(tiny_model_dir, tmp_path):
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "nlp_transfer.cli"]
     args = ["train", str(train_csv), "--test-file", str(test_csv), "--model", tiny_model_dir, "--strategy",
             "contrastive", "--pairs", "96", "--output-dir", str(tmp_path / "two"), "--epochs", "2", "--batch-size",
-            "8", "--learning-rate", "2e-3", "--max-length", "32", "--seed", "7"]
+            "16", "--learning-rate", "2e-3", "--max-length", "32", "--seed", "7"]
     proc = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "ACCELERATE_USE_CPU": "true"})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    # 96 pairs in batches of 8 are 12 batches per epoch: each of the two processes ran 6.
+    # 96 pairs in batches of 16 texts (8 pairs) are 12 batches per epoch: each of the two processes ran 6.
     assert "Epoch 1/2: 100%|██████████| 6/6" in proc.stderr.replace("\r", "\n")
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert metrics["test"]["num_samples"] == 81 and metrics["test"]["accuracy"] >= 0.85

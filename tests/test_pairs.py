@@ -66,17 +66,22 @@ def test_no_positive_pair_possible_is_refused():
 
 
 def test_the_pair_count_scales_with_rows_and_classes():
-    assert default_pair_count(16, 2) == 640  # 40 per row
-    assert default_pair_count(48, 6) == 1920
-    assert default_pair_count(100, 20) == 20 * 20 * 19  # many classes: 20 per ordered pair of classes
-    assert default_pair_count(10_000, 2) == MAX_DEFAULT_PAIRS
+    # SetFit's oversampling count: twice the distinct pairs of the more numerous kind.
+    assert default_pair_count([8, 8]) == 2 * 64  # 64 two-class pairs > 2 × 28 one-class pairs
+    assert default_pair_count([8] * 6) == 2 * 15 * 64  # 1,920, as SetFit draws on trec
+    assert default_pair_count([30, 2]) == 2 * (435 + 1)  # one big class: its one-class pairs are the more numerous
+    assert default_pair_count([1000, 1000]) == MAX_DEFAULT_PAIRS
 
     def config(**kw):
-        return SimpleNamespace(**{"pairs": None, "epochs": 2, "batch_size": 16, **kw})
+        return SimpleNamespace(**{"pairs": None, "epochs": 2, "batch_size": 32, "gradient_accumulation_steps": 1, **kw})
 
-    plan = pairs_per_epoch(config(), 48, 6)
+    labels = np.repeat(np.arange(6), 8)
+    plan = pairs_per_epoch(config(), labels, 6)
     assert plan["pairs_per_epoch"] == 960 and plan["total_pairs"] == 1920 and plan["source"] == "default"
-    # A large batch on a tiny set still takes MIN_PAIR_STEPS optimizer steps.
-    plan = pairs_per_epoch(config(batch_size=64, epochs=1), 16, 2)
+    assert plan["pairs_per_batch"] == 16 and plan["rows"] == 48
+    # A large batch on a tiny set still takes MIN_PAIR_STEPS optimizer steps (a batch of 64 texts holds 32 pairs).
+    plan = pairs_per_epoch(config(batch_size=64, epochs=1), np.repeat([0, 1], 8), 2)
+    assert plan["pairs_per_epoch"] == MIN_PAIR_STEPS * 32
+    plan = pairs_per_epoch(config(batch_size=64, epochs=1, gradient_accumulation_steps=2), np.repeat([0, 1], 8), 2)
     assert plan["pairs_per_epoch"] == MIN_PAIR_STEPS * 64
-    assert pairs_per_epoch(config(pairs=100), 48, 6)["pairs_per_epoch"] == 100
+    assert pairs_per_epoch(config(pairs=100), labels, 6)["pairs_per_epoch"] == 100
