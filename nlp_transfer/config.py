@@ -71,7 +71,8 @@ class TrainConfig:
         "optimisation", metavar="N",
     )
     batch_size: int = _opt(
-        32, "Training rows per optimizer step (per process, before accumulation).", "optimisation", metavar="N"
+        32, "Training rows per optimizer step (per process, before accumulation); with --strategy contrastive, texts: "
+        "a step holds half as many sentence pairs.", "optimisation", metavar="N"
     )
     eval_batch_size: int = _opt(
         64, "Rows per forward pass when scoring the validation and test sets.", "evaluation", metavar="N"
