@@ -6,6 +6,10 @@ Arms, each over the same seeds, all tested on ``amazon_reviews_test.csv``:
 - ``dann``: ``--strategy dann`` with the texts of ``amazon_reviews_train.csv`` (labels removed) as target;
 - ``adapt-lm+finetune``: ``adapt-lm`` on those texts, then fine-tune on the movie reviews from it;
 - ``adapt-lm+dann``: both;
+- ``self-training``: the source-only model of the same seed labels the target texts; the most
+  confident of them (probability ≥ ``--pseudo-label-threshold``, default 0.9, the same number for
+  each class) join training as labelled target rows (``--strategy dann``, ``L_tgt`` on them,
+  ``--adversarial-weight`` 0: no discriminator); its wall time includes the source-only run;
 - ``in-domain``: the ceiling, fine-tuned on the Amazon labels themselves.
 
 Prints a Markdown table and JSON (mean ± std of target accuracy and macro-F1, wall time per run). The
@@ -28,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-ARMS = ("source-only", "dann", "adapt-lm+finetune", "adapt-lm+dann", "in-domain")
+ARMS = ("source-only", "dann", "adapt-lm+finetune", "adapt-lm+dann", "self-training", "in-domain")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sentiment"
 
 
@@ -97,7 +101,47 @@ def _adapted_encoder(args: argparse.Namespace, target: Path, work: Path) -> tupl
     return result.output_dir, {**result.summary, "wall_s": round(time.perf_counter() - started, 1)}
 
 
+def _pseudo_labelled(teacher: Path, target: Path, threshold: float, out: Path) -> dict:
+    """The target texts the teacher labels with probability ≥ ``threshold``: the k most confident of each class."""
+    import numpy as np
+
+    from nlp_transfer import load_classifier
+
+    with open(target, encoding="utf-8", newline="") as handle:
+        texts = [row["text"] for row in csv.DictReader(handle)]
+    clf = load_classifier(str(teacher))
+    probs = clf.predict_proba(texts)
+    predicted, confidence = probs.argmax(axis=1), probs.max(axis=1)
+    chosen = {c: np.flatnonzero((predicted == c) & (confidence >= threshold)) for c in range(len(clf.labels))}
+    k = min(len(rows) for rows in chosen.values())
+    keep = [int(i) for c, rows in chosen.items() for i in rows[np.argsort(-confidence[rows])][:k]]
+    with open(out, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows([texts[i], clf.labels[int(predicted[i])]] for i in sorted(keep))
+    return {"pseudo_labelled_rows": len(keep), "per_class": k, "threshold": threshold, "target_texts": len(texts)}
+
+
 def _run_arm(arm: str, seed: int, args: argparse.Namespace, target: Path, encoder: str | None, work: Path) -> dict:
+    if arm != "self-training":
+        return _train_arm(arm, seed, args, target, encoder, work)
+    teacher = work / f"source-only-{seed}"
+    if not (teacher / "config.json").is_file():  # the source-only arm did not run first in this invocation
+        _train_arm("source-only", seed, args, target, encoder, work)
+    extra = _runs[("source-only", seed)]["wall_s"]
+    started = time.perf_counter()
+    pseudo = _pseudo_labelled(teacher, target, args.pseudo_label_threshold or 0.9, work / f"pseudo-{seed}.csv")
+    label_s = time.perf_counter() - started
+    if pseudo["per_class"] == 0:  # some class has no confident row: nothing to add, the teacher is the result
+        return {**_runs[("source-only", seed)], "pseudo_labels": pseudo}
+    run = _train_arm(arm, seed, args, work / f"pseudo-{seed}.csv", encoder, work)
+    return {**run, "wall_s": round(run["wall_s"] + extra + label_s, 1), "pseudo_labels": pseudo}
+
+
+_runs: dict = {}  # (arm, seed) -> the results of the runs of this invocation
+
+
+def _train_arm(arm: str, seed: int, args: argparse.Namespace, target: Path, encoder: str | None, work: Path) -> dict:
     from nlp_transfer import TrainConfig, train
 
     data = args.data
@@ -112,12 +156,15 @@ def _run_arm(arm: str, seed: int, args: argparse.Namespace, target: Path, encode
         settings.update(strategy="dann", target_file=str(target), adversarial_weight=args.adversarial_weight,
                         grl_schedule=args.grl_schedule, discriminator_hidden=args.discriminator_hidden,
                         pseudo_label_threshold=args.pseudo_label_threshold)
+    elif arm == "self-training":  # the target file holds the pseudo-labelled rows, as labelled target rows
+        settings.update(strategy="dann", target_file=str(target), adversarial_weight=0.0)
     started = time.perf_counter()
     result = train(TrainConfig(**settings))
     test = result.metrics["test"]
     run = {"seed": seed, "accuracy": test["accuracy"], "f1_macro": test["f1_macro"],
-           "source_validation_accuracy": result.metrics["validation"]["accuracy"],
+           "source_validation_accuracy": (result.metrics.get("validation") or {}).get("accuracy"),
            "wall_s": round(time.perf_counter() - started, 1)}
+    _runs[(arm, seed)] = run
     if "objective" in result.summary:
         run["discriminator_accuracy_per_epoch"] = result.summary["objective"].get("discriminator_accuracy_per_epoch")
     return run
