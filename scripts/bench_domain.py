@@ -51,8 +51,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--grl-schedule", default="ganin")
     parser.add_argument("--discriminator-hidden", type=int, default=256)
     parser.add_argument("--pseudo-label-threshold", type=float, default=None)
-    parser.add_argument("--lm-epochs", type=int, default=1)
-    parser.add_argument("--lm-learning-rate", type=float, default=5e-5)
+    parser.add_argument("--lm-epochs", type=int, default=5)
+    parser.add_argument("--lm-learning-rate", type=float, default=1e-4)
     parser.add_argument("--lm-head-warmup-steps", type=int, default=300)
     parser.add_argument("--lm-seed", type=int, default=0)
     parser.add_argument("--lm-dir", type=Path, default=None,
