@@ -6,10 +6,11 @@ Arms, each over the same seeds, all tested on ``amazon_reviews_test.csv``:
 - ``dann``: ``--strategy dann`` with the texts of ``amazon_reviews_train.csv`` (labels removed) as target;
 - ``adapt-lm+finetune``: ``adapt-lm`` on those texts, then fine-tune on the movie reviews from it;
 - ``adapt-lm+dann``: both;
-- ``self-training``: the source-only model of the same seed labels the target texts; the most
-  confident of them (probability ≥ ``--pseudo-label-threshold``, default 0.9, the same number for
-  each class) join training as labelled target rows (``--strategy dann``, ``L_tgt`` on them,
-  ``--adversarial-weight`` 0: no discriminator); its wall time includes the source-only run;
+- ``self-training``: the source-only model of the same seed labels the target texts
+  (``nlp-transfer pseudo-label``: probability ≥ ``--pseudo-label-threshold``, default 0.9, the same
+  number for each class); they join training as labelled target rows (``--strategy dann``,
+  ``L_tgt`` on them, ``--adversarial-weight`` 0: no discriminator); its wall time includes the
+  source-only run;
 - ``in-domain``: the ceiling, fine-tuned on the Amazon labels themselves.
 
 Prints a Markdown table and JSON (mean ± std of target accuracy and macro-F1, wall time per run). The
@@ -101,27 +102,6 @@ def _adapted_encoder(args: argparse.Namespace, target: Path, work: Path) -> tupl
     return result.output_dir, {**result.summary, "wall_s": round(time.perf_counter() - started, 1)}
 
 
-def _pseudo_labelled(teacher: Path, target: Path, threshold: float, out: Path) -> dict:
-    """The target texts the teacher labels with probability ≥ ``threshold``: the k most confident of each class."""
-    import numpy as np
-
-    from nlp_transfer import load_classifier
-
-    with open(target, encoding="utf-8", newline="") as handle:
-        texts = [row["text"] for row in csv.DictReader(handle)]
-    clf = load_classifier(str(teacher))
-    probs = clf.predict_proba(texts)
-    predicted, confidence = probs.argmax(axis=1), probs.max(axis=1)
-    chosen = {c: np.flatnonzero((predicted == c) & (confidence >= threshold)) for c in range(len(clf.labels))}
-    k = min(len(rows) for rows in chosen.values())
-    keep = [int(i) for c, rows in chosen.items() for i in rows[np.argsort(-confidence[rows])][:k]]
-    with open(out, "w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["text", "label"])
-        writer.writerows([texts[i], clf.labels[int(predicted[i])]] for i in sorted(keep))
-    return {"pseudo_labelled_rows": len(keep), "per_class": k, "threshold": threshold, "target_texts": len(texts)}
-
-
 def _run_arm(arm: str, seed: int, args: argparse.Namespace, target: Path, encoder: str | None, work: Path) -> dict:
     if arm != "self-training":
         return _train_arm(arm, seed, args, target, encoder, work)
@@ -129,11 +109,16 @@ def _run_arm(arm: str, seed: int, args: argparse.Namespace, target: Path, encode
     if not (teacher / "config.json").is_file():  # the source-only arm did not run first in this invocation
         _train_arm("source-only", seed, args, target, encoder, work)
     extra = _runs[("source-only", seed)]["wall_s"]
+    from nlp_transfer import UserInputError
+    from nlp_transfer.pseudo_label import pseudo_label
+
     started = time.perf_counter()
-    pseudo = _pseudo_labelled(teacher, target, args.pseudo_label_threshold or 0.9, work / f"pseudo-{seed}.csv")
+    try:
+        pseudo = pseudo_label(str(teacher), str(target), str(work / f"pseudo-{seed}.csv"), overwrite=True,
+                              threshold=args.pseudo_label_threshold or 0.9)
+    except UserInputError as err:  # some class has no confident text: nothing to add, the teacher is the result
+        return {**_runs[("source-only", seed)], "pseudo_labels": str(err)}
     label_s = time.perf_counter() - started
-    if pseudo["per_class"] == 0:  # some class has no confident row: nothing to add, the teacher is the result
-        return {**_runs[("source-only", seed)], "pseudo_labels": pseudo}
     run = _train_arm(arm, seed, args, work / f"pseudo-{seed}.csv", encoder, work)
     return {**run, "wall_s": round(run["wall_s"] + extra + label_s, 1), "pseudo_labels": pseudo}
 

@@ -23,7 +23,7 @@ __all__ = ["COMMAND_MODULES", "MODEL_DIR_HELP", "TOKEN_HELP", "add_backend", "ad
 
 # Module names under nlp_transfer/commands/, in the order their commands appear in --help.
 COMMAND_MODULES: tuple[str, ...] = (
-    "adapt_lm",  # domain-adaptive pretraining (issue 15)
+    "adapt_lm", "pseudo_label",  # domain adaptation: masked-LM pretraining, self-training (issue 15)
     "inspect", "report",  # know your data and your run (issue 20)
     "export", "serve",  # deploy (issue 21)
 )
