@@ -7,7 +7,7 @@ Arms, each over the same seeds, all tested on ``amazon_reviews_test.csv``:
 - ``adapt-lm+finetune``: ``adapt-lm`` on those texts, then fine-tune on the movie reviews from it;
 - ``adapt-lm+dann``: both;
 - ``self-training``: the source-only model of the same seed labels the target texts
-  (``nlp-transfer pseudo-label``: probability ≥ ``--pseudo-label-threshold``, default 0.9, the same
+  (``nlp-transfer pseudo-label``: probability ≥ ``--pseudo-label-threshold``, default pseudo-label's 0.7, the same
   number for each class); they join training as labelled target rows (``--strategy dann``,
   ``L_tgt`` on them, ``--adversarial-weight`` 0: no discriminator); its wall time includes the
   source-only run;
@@ -115,7 +115,7 @@ def _run_arm(arm: str, seed: int, args: argparse.Namespace, target: Path, encode
     started = time.perf_counter()
     try:
         pseudo = pseudo_label(str(teacher), str(target), str(work / f"pseudo-{seed}.csv"), overwrite=True,
-                              threshold=args.pseudo_label_threshold or 0.9)
+                              **({"threshold": args.pseudo_label_threshold} if args.pseudo_label_threshold else {}))
     except UserInputError as err:  # some class has no confident text: nothing to add, the teacher is the result
         return {**_runs[("source-only", seed)], "pseudo_labels": str(err)}
     label_s = time.perf_counter() - started

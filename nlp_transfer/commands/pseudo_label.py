@@ -13,7 +13,7 @@ def _threshold(text: str) -> float:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a probability such as 0.9, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a probability such as 0.7, got {text!r}") from None
 
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -32,8 +32,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     data.add_argument("text_file", metavar="TEXTS", help="CSV of target-domain texts (labels, if any, are ignored).")
     data.add_argument("--text-column", metavar="COLUMN", help="Column holding the text (default: the one the model "
                       "was trained with).")
-    data.add_argument("--threshold", type=_threshold, default=0.9, metavar="P",
-                      help="Least probability of a kept text's predicted label, in [0.5, 1) (default: 0.9).")
+    data.add_argument("--threshold", type=_threshold, default=0.7, metavar="P",
+                      help="Least probability of a kept text's predicted label, in [0.5, 1) (default: 0.7).")
     add_eval_batch_size(data)
     output.add_argument("--output", required=True, metavar="FILE",
                         help="Required: the CSV to write (the text column and --label-column); written whole or not at all.")
