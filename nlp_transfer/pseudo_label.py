@@ -54,6 +54,18 @@ def balanced_confident(probabilities: np.ndarray, threshold: float) -> tuple[np.
     return keep.astype(np.int64), predicted[keep], int(k)
 
 
+def _read_texts(path: Path, text_column: str) -> list[str]:
+    """The ``text_column`` of every data row of the checked CSV ``path``."""
+    header = read_header(path, "target")
+    require_columns(header, {text_column: "--text-column"}, "target", path)
+    at = header.named.index(text_column)
+    with data_rows(path, header, "target") as rows:
+        texts = [row[at] for row in rows]
+    if not texts:
+        raise UserInputError(f"target file {str(path)!r} has a header but no data rows.")
+    return texts
+
+
 def pseudo_label(model: str, text_file: str, output: str, threshold: float = DEFAULT_THRESHOLD,
                  text_column: Optional[str] = None, label_column: str = "label", batch_size: int = 64,
                  overwrite: bool = False) -> dict[str, Any]:
@@ -91,13 +103,7 @@ def pseudo_label(model: str, text_file: str, output: str, threshold: float = DEF
     if clf.text_pair_column:
         raise UserInputError(f"{model!r} was trained on text pairs; pseudo-labels are for single-text target files.")
     text_column = text_column or clf.text_column
-    header = read_header(path, "target")
-    require_columns(header, {text_column: "--text-column"}, "target", path)
-    at = header.named.index(text_column)
-    with data_rows(path, header, "target") as rows:
-        texts = [row[at] for row in rows]
-    if not texts:
-        raise UserInputError(f"target file {str(path)!r} has a header but no data rows.")
+    texts = _read_texts(path, text_column)
     probabilities = clf.predict_proba(texts, batch_size=batch_size)
     keep, predicted, k = balanced_confident(probabilities, threshold)
     counts = {label: int(((probabilities.argmax(1) == c) & (probabilities.max(1) >= threshold)).sum())
