@@ -66,9 +66,22 @@ def _read_texts(path: Path, text_column: str) -> list[str]:
     return texts
 
 
+def _probabilities(clf: Any, texts: list[str], batch_size: int, progress: bool) -> np.ndarray:
+    """``clf.predict_proba`` over ``texts``, a chunk at a time under a progress bar."""
+    from tqdm.auto import tqdm
+
+    chunk = max(batch_size, 1024)
+    parts = []
+    with tqdm(total=len(texts), desc="Labelling target texts", unit="text", disable=not progress) as bar:
+        for start in range(0, len(texts), chunk):
+            parts.append(clf.predict_proba(texts[start:start + chunk], batch_size=batch_size))
+            bar.update(len(parts[-1]))
+    return np.concatenate(parts)
+
+
 def pseudo_label(model: str, text_file: str, output: str, threshold: float = DEFAULT_THRESHOLD,
                  text_column: Optional[str] = None, label_column: str = "label", batch_size: int = 64,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
     """Write the target texts ``model`` is sure of, class-balanced, with their predicted labels.
 
     Args:
@@ -80,6 +93,7 @@ def pseudo_label(model: str, text_file: str, output: str, threshold: float = DEF
         label_column: the label column of the output (the ``--label-column`` of the run that reads it).
         batch_size: texts per forward pass.
         overwrite: replace an existing ``output``.
+        progress: show a progress bar over the texts.
 
     Returns:
         ``{"output", "texts", "kept", "per_class", "threshold", "confident_per_class"}``.
@@ -104,7 +118,7 @@ def pseudo_label(model: str, text_file: str, output: str, threshold: float = DEF
         raise UserInputError(f"{model!r} was trained on text pairs; pseudo-labels are for single-text target files.")
     text_column = text_column or clf.text_column
     texts = _read_texts(path, text_column)
-    probabilities = clf.predict_proba(texts, batch_size=batch_size)
+    probabilities = _probabilities(clf, texts, batch_size, progress)
     keep, predicted, k = balanced_confident(probabilities, threshold)
     counts = {label: int(((probabilities.argmax(1) == c) & (probabilities.max(1) >= threshold)).sum())
               for c, label in enumerate(clf.labels)}

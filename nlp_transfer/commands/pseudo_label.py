@@ -49,6 +49,6 @@ def _run(args: argparse.Namespace) -> int:
     quiet_libraries(args.quiet)
     summary = pseudo_label(args.model_dir, args.text_file, args.output, threshold=args.threshold,
                            text_column=args.text_column, label_column=args.label_column,
-                           batch_size=args.eval_batch_size, overwrite=args.overwrite)
+                           batch_size=args.eval_batch_size, overwrite=args.overwrite, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
     return 0
