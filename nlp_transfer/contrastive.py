@@ -35,6 +35,8 @@ from .objective import Objective, StepOutput
 
 logger = logging.getLogger(__name__)
 
+PAIR_KEYS = ("pair_first", "pair_second", "pair_targets")  # batch keys of the pairs, not model inputs
+
 
 class PairSimilarity(Objective):
     """Squared error between the cosine similarity of a pair's pooled embeddings and its target (1 or 0)."""
@@ -43,9 +45,9 @@ class PairSimilarity(Objective):
 
     def step(self, model: nn.Module, batch: dict[str, torch.Tensor], progress: float) -> StepOutput:
         targets = batch["pair_targets"]
-        inputs = {k: v for k, v in batch.items() if k != "pair_targets"}
-        first, second = sentence_embeddings(model, inputs).chunk(2)
-        cosine = F.cosine_similarity(first, second, dim=-1)
+        inputs = {k: v for k, v in batch.items() if k not in PAIR_KEYS}
+        texts = sentence_embeddings(model, inputs)  # each distinct text of the batch once
+        cosine = F.cosine_similarity(texts[batch["pair_first"]], texts[batch["pair_second"]], dim=-1)
         loss = F.mse_loss(cosine, targets)
         positive = targets > 0.5
         with torch.no_grad():

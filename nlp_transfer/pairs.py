@@ -146,7 +146,7 @@ class PairSampler(Sampler[int]):
 
 
 class PairRows(Dataset):
-    """Looks up the two tokenized rows of a pair code; the target is whether their labels agree.
+    """Looks up the two rows of a pair code: ``(first row, second row, target)``, the target whether their labels agree.
 
     Args:
         rows: tokenized training rows (``input_ids`` …, ``labels``), held in memory (few-shot sets are small).
@@ -160,28 +160,37 @@ class PairRows(Dataset):
     def __len__(self) -> int:
         return len(self.inputs) ** 2
 
-    def __getitem__(self, code: int) -> tuple[dict[str, Any], dict[str, Any], float]:
+    def __getitem__(self, code: int) -> tuple[int, int, float]:
         first, second = divmod(int(code), len(self.inputs))
-        return self.inputs[first], self.inputs[second], float(self.labels[first] == self.labels[second])
+        return first, second, float(self.labels[first] == self.labels[second])
 
 
 class PairCollator:
-    """Pads the first sides then the second sides of a batch of pairs as one batch of ``2 × pairs`` texts.
+    """Pads each distinct text of a batch of pairs once, and says where each pair's two sides are.
 
-    One forward pass then embeds both sides (which keeps gradient synchronisation to one pass under
-    several processes); ``pair_targets`` holds the target similarities.
+    A text that is a side of several pairs of the batch (most are, when the rows are few: 16 pairs
+    of 16 rows hold about 14 distinct texts in 32 sides) is embedded once per step, and the loss
+    reaches it through every pair it is in. ``pair_first`` / ``pair_second`` index the padded
+    texts; ``pair_targets`` holds the target similarities. One forward pass embeds them all (which
+    keeps gradient synchronisation to one pass under several processes).
 
     Args:
+        rows: the :class:`PairRows` the batch's row ids refer to.
         tokenizer: pads the token ids.
     """
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, rows: PairRows, tokenizer: Any):
         from transformers import DataCollatorWithPadding
 
+        self.rows = rows
         self.pad = DataCollatorWithPadding(tokenizer)
 
-    def __call__(self, pairs: list[tuple[dict[str, Any], dict[str, Any], float]]) -> dict[str, torch.Tensor]:
-        batch = self.pad([p[0] for p in pairs] + [p[1] for p in pairs])
+    def __call__(self, pairs: list[tuple[int, int, float]]) -> dict[str, torch.Tensor]:
+        distinct = sorted({row for first, second, _ in pairs for row in (first, second)})
+        position = {row: i for i, row in enumerate(distinct)}
+        batch = self.pad([self.rows.inputs[row] for row in distinct])
+        batch["pair_first"] = torch.tensor([position[p[0]] for p in pairs], dtype=torch.long)
+        batch["pair_second"] = torch.tensor([position[p[1]] for p in pairs], dtype=torch.long)
         batch["pair_targets"] = torch.tensor([p[2] for p in pairs], dtype=torch.float32)
         return batch
 
@@ -197,8 +206,9 @@ def pair_loader(rows: Any, count: int, batch_size: int, seed: int, tokenizer: An
         tokenizer: pads batches.
     """
     sampler = PairSampler(rows["labels"], count, seed)
-    return DataLoader(PairRows(rows), batch_sampler=BatchSampler(sampler, pairs_per_batch(batch_size), drop_last=False),
-                      collate_fn=PairCollator(tokenizer), generator=torch.Generator().manual_seed(seed))
+    lookup = PairRows(rows)
+    return DataLoader(lookup, batch_sampler=BatchSampler(sampler, pairs_per_batch(batch_size), drop_last=False),
+                      collate_fn=PairCollator(lookup, tokenizer), generator=torch.Generator().manual_seed(seed))
 
 
 def pairs_per_epoch(config: Any, labels: Sequence[int], classes: int) -> dict[str, Any]:

@@ -32,7 +32,7 @@ def _pair_batch(tokenizer, rows, count: int, seed: int) -> dict[str, torch.Tenso
     ds = Dataset.from_dict({**enc, "labels": [LABELS.index(label) for _, label in rows]})
     pairs = sample_pairs(ds["labels"], count, seed)
     lookup = PairRows(ds)
-    return PairCollator(tokenizer)([lookup[int(a) * len(rows) + int(b)] for a, b in zip(pairs.first, pairs.second)])
+    return PairCollator(lookup, tokenizer)([lookup[int(a) * len(rows) + int(b)] for a, b in zip(pairs.first, pairs.second)])
 
 
 def test_pair_loss_goes_down_on_separable_pairs(tiny_model_dir_no_dropout):
@@ -62,6 +62,30 @@ def test_pair_loss_goes_down_on_separable_pairs(tiny_model_dir_no_dropout):
     assert after < 0.5 * before, (before, after)
     logs = objective.step(model.eval(), held_out, 1.0).logs
     assert logs["cosine_same_class"] > logs["cosine_other_class"] + 0.5
+
+
+def test_each_distinct_text_of_a_batch_is_embedded_once_with_the_same_loss(tiny_model_dir_no_dropout):
+    """Sides shared by several pairs are padded once; the loss equals embedding every side separately."""
+    import torch.nn.functional as F
+
+    from nlp_transfer.contrastive import PAIR_KEYS, sentence_embeddings
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir_no_dropout)
+    model = BertForSequenceClassification.from_pretrained(tiny_model_dir_no_dropout, num_labels=2).eval()
+    add_mean_pooling(model)
+    rows = synthetic_rows(6, seed=3)
+    batch = _pair_batch(tokenizer, rows, 16, seed=0)
+    sides = torch.cat([batch["pair_first"], batch["pair_second"]])
+    assert len(batch["input_ids"]) == len(set(sides.tolist())) < len(sides)  # 32 sides, at most 6 texts
+    assert sorted(set(sides.tolist())) == list(range(len(batch["input_ids"])))  # every padded text is used
+    with torch.no_grad():
+        loss = float(PairSimilarity(SingleLabelClassification(LABELS)).step(model, batch, 0.0).loss)
+        texts = {k: v for k, v in batch.items() if k not in PAIR_KEYS}
+        one_by_one = [sentence_embeddings(model, {k: v[i:i + 1, :int(texts["attention_mask"][i].sum())]
+                                                   for k, v in texts.items()}) for i in sides.tolist()]
+        first, second = torch.cat(one_by_one).chunk(2)
+        naive = float(F.mse_loss(F.cosine_similarity(first, second, dim=-1), batch["pair_targets"]))
+    assert loss == pytest.approx(naive, abs=1e-5)
 
 
 def test_head_fit_converges_to_the_regularised_optimum():
