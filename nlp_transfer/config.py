@@ -228,9 +228,10 @@ class TrainConfig:
         "count: 128 for 8 rows of each of 2 classes), at most 20,000, and at least 8 optimizer steps.", "model", metavar="N",
     )
     small_data: str = _opt(
-        "auto", "Small-data policy, for fewer than 50 training rows per class: auto trains on every row (no "
-        "validation split unless --validation-file is given; the last epoch is kept) for at least 100 optimizer "
-        "steps, and suggests --strategy contrastive; off splits and trains as for large sets.", "data",
+        "auto", "Small-data policy. auto: every run takes at least 100 optimizer steps (each epoch passes over the "
+        "rows as often as needed, whatever the batch size); with fewer than 50 training rows per class it also "
+        "trains on every row (no validation split unless --validation-file is given; the last epoch is kept) and "
+        "suggests --strategy contrastive. off: one pass per epoch and the split, as for large sets.", "data",
         choices=("auto", "off"),
     )
 

@@ -145,7 +145,7 @@ class PreparedData:
     label_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     truncated_fraction: float = 0.0
     validation_source: str = "file"
-    small_data: Optional[Any] = None  # nlp_transfer.small_data.SmallData when the policy applies
+    small_data: Optional[Any] = None  # nlp_transfer.small_data.SmallData unless --small-data off
     long_text: dict[str, Any] = field(default_factory=dict)  # see long_text_record
     text_counts: dict[str, int] = field(default_factory=dict)  # texts per split (a multi-label text has several labels)
 
@@ -178,11 +178,11 @@ def prepare_data(config: Any, tokenizer: Any) -> PreparedData:
     if reader.stratified != "none":
         _refuse_labels_without_rows(train, labels, config, reader)
     source = "file"
-    # Rows per class mean nothing for a regression target: the policy is for classification.
-    small = small_data_plan(config, train.num_rows, len(labels)) if reader.stratified != "none" else None
+    # Rows per class mean nothing for a regression target: only the step floor applies to one.
+    small = small_data_plan(config, train.num_rows, len(labels) if reader.stratified != "none" else None)
     if "validation" in others:
         validation = tokenized(others["validation"], "validation")
-    elif small is not None:
+    elif small is not None and small.few_rows:
         validation, source = None, small.validation
     else:
         train, validation, source = hold_out(train, labels, config.validation_split, config.seed, reader.stratified)

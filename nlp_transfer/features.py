@@ -259,7 +259,8 @@ class FeatureData:
     validation: Optional[Dataset]
 
 
-def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config: Any, device: Any) -> FeatureData:
+def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config: Any, device: Any,
+                    processes: int = 1) -> FeatureData:
     """Wrap ``model`` in its :class:`FeatureHead` and build loaders over cached train/validation features.
 
     Args:
@@ -268,6 +269,7 @@ def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config
         tokenizer: pads batches for the encoder.
         config: the run's :class:`TrainConfig` (pooling, max_length, batch sizes, seed, cache folder, head solver).
         device: where the encoder runs on a cache miss.
+        processes: training processes (the small-data step floor counts each one's steps).
 
     Returns:
         The head, the shuffled training loader (without batches under ``--head-solver lbfgs``: the head is
@@ -295,7 +297,7 @@ def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config
         if data.small_data is not None:  # one fit to convergence: no optimizer steps to add
             data.small_data.min_steps = 0
     else:  # a plain shuffle whose order depends only on (seed, epoch), so a resumed run sees the same batches
-        passes = passes_per_epoch(config, train.num_rows, data.small_data)
+        passes = passes_per_epoch(config, train.num_rows, data.small_data, processes)
         train_loader = training_loader(train, np.zeros(train.num_rows), config.batch_size, config.seed,
                                        group_by_length=False, passes=passes)
     val_loader = DataLoader(splits["validation"], batch_size=config.eval_batch_size, shuffle=False) \

@@ -1,17 +1,21 @@
-"""The small-data policy: what ``train`` does when there are few labelled rows per class.
+"""The small-data policy: what ``train`` does when there are few labelled rows, or few optimizer steps.
 
-With fewer than :data:`SMALL_ROWS_PER_CLASS` training rows per class on average:
+With fewer than :data:`SMALL_ROWS_PER_CLASS` training rows per class on average (classification):
 
 - **no validation split**: a ``--validation-split`` of such a set holds out a handful of rows per
   class, whose score moves by a whole class-share with one row and cannot tell epochs apart; it
   would also take those rows from training, where every example counts. Without a
   ``--validation-file`` the run trains on every row for a fixed budget and keeps the last epoch
   (``metrics.json`` has no validation scores; ``training_summary.json`` says why);
-- **enough optimizer steps**: each epoch passes over the rows as many times as needed for at
-  least :data:`MIN_STEPS` optimizer steps in the run, whatever the batch size (a 40-row set at
-  batch size 32 would otherwise train 6 steps in 3 epochs);
 - **a suggestion**: the ``contrastive`` strategy (pair-tuned encoder, fitted head) is the one made
   for few rows per class; other strategies log a one-line hint.
+
+At any size (classification or regression):
+
+- **enough optimizer steps**: each epoch passes over the rows as many times as needed for at
+  least :data:`MIN_STEPS` optimizer steps in the run, whatever the batch size (a 40-row set at
+  batch size 32 would otherwise train 6 steps in 3 epochs, a 115-row one 12). A set with
+  ``MIN_STEPS`` steps or more trains as usual.
 
 ``--small-data off`` turns the policy off (the split and the plain epochs come back).
 """
@@ -37,11 +41,17 @@ class SmallData:
     """The policy's decision for one run (recorded as ``small_data`` in ``training_summary.json``)."""
 
     rows: int
-    classes: int
-    rows_per_class: float
-    validation: str  # what replaced the validation split, or "" when the run has its validation data
+    classes: Optional[int]  # None for a regression target
+    rows_per_class: Optional[float]
+    few_rows: bool  # fewer than SMALL_ROWS_PER_CLASS per class: no validation split, the contrastive hint
+    validation: str = ""  # what replaced the validation split, or "" when the run has its validation data
     passes_per_epoch: int = 1  # filled in by the strategy's loader (see :func:`passes_per_epoch`)
     min_steps: int = MIN_STEPS
+
+    @property
+    def applied(self) -> bool:
+        """Whether the policy changed anything in this run (recorded in the summary and the card only then)."""
+        return self.few_rows or self.passes_per_epoch > 1
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values."""
@@ -54,18 +64,22 @@ def check_small_data_setting(config: Any) -> None:
         raise UserInputError(f"small_data {config.small_data!r} is unknown; choose one of: {', '.join(SMALL_DATA_CHOICES)}.")
 
 
-def small_data_plan(config: Any, rows: int, classes: int) -> Optional[SmallData]:
-    """The policy for a training set of ``rows`` rows and ``classes`` classes; None when it does not apply.
+def small_data_plan(config: Any, rows: int, classes: Optional[int]) -> Optional[SmallData]:
+    """The policy for a training set of ``rows`` rows and ``classes`` classes (None: regression); None when off.
 
-    Logs what it does instead of the usual and the contrastive suggestion.
+    Logs what it does instead of the usual and the contrastive suggestion. The step floor is decided
+    later, by :func:`passes_per_epoch`, when the strategy builds its loader.
 
     Raises:
         UserInputError: early stopping asked for where there is no validation data to stop on.
     """
-    per_class = rows / max(1, classes)
-    if config.small_data == "off" or per_class >= SMALL_ROWS_PER_CLASS:
+    if config.small_data == "off":
         return None
-    plan = SmallData(rows, classes, round(per_class, 2), "")
+    per_class = rows / max(1, classes) if classes is not None else None
+    plan = SmallData(rows, classes, round(per_class, 2) if per_class is not None else None,
+                     per_class is not None and per_class < SMALL_ROWS_PER_CLASS)
+    if not plan.few_rows:
+        return plan
     if config.validation_file is None:
         # A patience the strategy filled in (feature extraction: 5) has nothing to stop on here and never
         # triggers; only one the user asked for is refused.
@@ -89,26 +103,32 @@ def small_data_plan(config: Any, rows: int, classes: int) -> Optional[SmallData]
     return plan
 
 
-def passes_per_epoch(config: Any, rows: int, plan: Optional[SmallData]) -> int:
-    """Passes over the training rows per epoch: enough for :data:`MIN_STEPS` optimizer steps in a small-data run.
+def passes_per_epoch(config: Any, rows: int, plan: Optional[SmallData], processes: int = 1) -> int:
+    """Passes over the training rows per epoch: enough for :data:`MIN_STEPS` optimizer steps in the run.
 
     Args:
-        config: the run's settings (batch size, accumulation, epochs).
+        config: the run's settings (batch size per process, accumulation, epochs).
         rows: training rows.
-        plan: the run's small-data decision (None: one pass, as usual).
+        plan: the run's small-data decision (None, with ``--small-data off``: one pass, as usual).
+        processes: training processes; each takes one batch of its own per step, so N of them take
+            1/N of the steps of one over the same rows.
     """
     if plan is None:
         return 1
+
     def steps(passes: int) -> int:
-        return config.epochs * math.ceil(math.ceil(passes * rows / config.batch_size) / config.gradient_accumulation_steps)
+        batches = math.ceil(math.ceil(passes * rows / config.batch_size) / processes)
+        return config.epochs * math.ceil(batches / config.gradient_accumulation_steps)
 
     passes = 1
     while steps(passes) < MIN_STEPS:
         passes += 1
-    plan.passes_per_epoch = passes
+    plan.passes_per_epoch, plan.min_steps = passes, MIN_STEPS
     if passes > 1:
-        logger.info("small-data policy: %d passes over the %d rows per epoch, so the run takes at least %d optimizer "
-                    "steps at --batch-size %d", passes, rows, MIN_STEPS, config.batch_size)
+        logger.warning("small-data policy: %d passes over the %d training rows per epoch, so the run takes at least "
+                       "%d optimizer steps at --batch-size %d%s (one pass per epoch would take %d); --small-data off "
+                       "trains one pass", passes, rows, MIN_STEPS, config.batch_size,
+                       f" in {processes} processes" if processes > 1 else "", steps(1))
     return passes
 
 
@@ -116,9 +136,10 @@ def fewshot_card_lines(summary: dict[str, Any]) -> list[str]:
     """The model card's few-shot lines: the small-data decision, the contrastive pairs and the last head fit."""
     lines = []
     small = summary.get("small_data")
-    if small:
+    if small and small.get("few_rows", True):  # summaries written before the step floor applied at any size
         lines.append(f"{small['rows']} training rows for {small['classes']} classes ({small['rows_per_class']:g} per "
                      f"class): the small-data policy applied (fewer than {SMALL_ROWS_PER_CLASS} per class).")
+    if small:
         if small.get("validation"):
             lines.append(f"Validation: {small['validation']}.")
         if small.get("passes_per_epoch", 1) > 1:

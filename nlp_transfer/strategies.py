@@ -80,7 +80,8 @@ class FeatureExtraction(Strategy):
         from .features import feature_loaders
 
         with accelerator.main_process_first():
-            features = feature_loaders(model, data, tokenizer, self.config, accelerator.device)
+            features = feature_loaders(model, data, tokenizer, self.config, accelerator.device,
+                                       accelerator.num_processes)
         self._fit_rows = (features.train, features.validation)  # what an L-BFGS fit reads at the epoch's end
         return TrainingData(features.head, features.train_loader, features.val_loader,
                             {"feature_cache": vars(features.stats)})

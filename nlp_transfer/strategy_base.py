@@ -80,7 +80,7 @@ class Strategy:
         from .small_data import passes_per_epoch
 
         lengths = data.train.with_format("arrow")["length"].to_numpy()
-        passes = passes_per_epoch(self.config, data.train.num_rows, data.small_data)
+        passes = passes_per_epoch(self.config, data.train.num_rows, data.small_data, accelerator.num_processes)
         train_loader = training_loader(model_inputs(data.train), lengths, self.config.batch_size, self.config.seed,
                                        self.config.group_by_length, DataCollatorWithPadding(tokenizer), passes)
         val_loader = eval_loader(data.validation, tokenizer, self.config.eval_batch_size) \

@@ -185,7 +185,7 @@ def _setup(config: TrainConfig, accelerator: Accelerator, output: OutputDir,
     # The card links a Hub id; a local encoder folder is recorded by name only (its path means nothing elsewhere).
     local = {"local_base_model": Path(config.model).name} if Path(config.model).exists() else {}
     weights = {"class_weights": dict(zip(task.labels, task.class_weights.tolist()))} if task.class_weights is not None else {}
-    small = {"small_data": data.small_data.to_dict()} if data.small_data is not None else {}
+    small = {"small_data": data.small_data.to_dict()} if data.small_data is not None and data.small_data.applied else {}
     long_text = {"long_text": data.long_text} if data.long_text else {}
     return run, data, tokenizer, speed, {"strategy": config.strategy, **local, **small, **trained.summary, **weights,
                                             **long_text}

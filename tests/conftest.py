@@ -33,6 +33,45 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+REAL_PASSES = pytest.StashKey()  # the real small_data.passes_per_epoch
+
+
+def _few_rows_only(real):
+    def passes(config, rows, plan, processes=1):
+        return real(config, rows, plan, processes) if plan is not None and plan.few_rows else 1
+
+    return passes
+
+
+def pytest_configure(config):
+    """Unit tests train sets of 100-300 synthetic rows for a handful of steps by design (their step counts,
+    checkpoints and equalities are written for one pass per epoch); the small-data policy would raise each
+    to 100 steps. In this process the floor applies only to sets with few rows per class, as it did before
+    it applied at any size; tests marked ``step_floor`` (tests/test_small_data.py) get the real policy, and
+    so do CLI runs in child processes (those pass --small-data off where their step counts matter)."""
+    from nlp_transfer import features, small_data
+
+    config.stash[REAL_PASSES] = small_data.passes_per_epoch
+    small_data.passes_per_epoch = features.passes_per_epoch = _few_rows_only(small_data.passes_per_epoch)
+
+
+
+@pytest.fixture(autouse=True)
+def _real_step_floor(request):
+    """The real small-data step floor for tests marked ``step_floor``."""
+    if not request.node.get_closest_marker("step_floor"):
+        yield
+        return
+    from nlp_transfer import features, small_data
+
+    patched = small_data.passes_per_epoch
+    small_data.passes_per_epoch = features.passes_per_epoch = request.config.stash[REAL_PASSES]
+    try:
+        yield
+    finally:
+        small_data.passes_per_epoch = features.passes_per_epoch = patched
+
+
 def requires_shared_data(*parts: str) -> Path:
     """Path under ../shared/data, or skip the test with the reason when it is absent."""
     path = SHARED_DATA.joinpath(*parts)

@@ -51,7 +51,7 @@ def run_args(tiny_model_dir, tmp_path_factory):
             "-q", "train", str(files["train"]), "--validation-file", str(files["validation"]),
             "--test-file", str(files["test"]), "--model", tiny_model_dir, "--output-dir", str(output_dir),
             "--epochs", "2", "--batch-size", "16", "--learning-rate", "2e-3", "--max-length", "32", "--seed", "7",
-            "--checkpoint-every", "3",
+            "--checkpoint-every", "3", "--small-data", "off",  # one pass per epoch (STEPS_PER_EPOCH)
         ]
 
     return make

@@ -150,7 +150,7 @@ def test_contrastive_saves_a_plain_mean_pooling_folder_that_pipeline_reproduces(
     assert summary["objective"]["name"] == "pair-similarity"
     card = (out / "README.md").read_text()
     assert "| strategy | contrastive |" in card and "Contrastive pairs: 96 per epoch" in card
-    assert "Few-shot regime" in card and "small-data policy applied" in card
+    assert "Small data and few-shot regime" in card and "small-data policy applied" in card
 
 
 def test_contrastive_resumes_exactly_after_a_crash(fewshot_config, tmp_path):

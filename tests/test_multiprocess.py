@@ -41,7 +41,7 @@ def test_two_processes_train_evaluate_every_row_once_and_match_one_process(tiny_
             "-q", "train", str(files["train"]), "--validation-file", str(files["validation"]),
             "--test-file", str(files["test"]), "--model", tiny_model_dir, "--output-dir", str(out),
             "--epochs", "4", "--batch-size", "8", "--learning-rate", "2e-3", "--max-length", "32",
-            "--checkpoint-every", "5",
+            "--checkpoint-every", "5", "--small-data", "off",  # one pass per epoch: the batch counts below
         ]
 
     env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
@@ -81,6 +81,7 @@ def test_dann_in_two_processes_saves_a_plain_classifier_and_matches_one_process(
             "--test-file", str(files["test"]), "--model", tiny_model_dir, "--output-dir", str(out),
             "--epochs", "4", "--batch-size", str(batch_size), "--learning-rate", "2e-3", "--max-length", "32",
             "--checkpoint-every", "5", "--strategy", "dann", "--target-file", str(target), "--adversarial-weight", "0.5",
+            "--small-data", "off",  # one pass per epoch: the batch counts below
         ]
 
     env = {**os.environ, "ACCELERATE_USE_CPU": "true"}

@@ -298,7 +298,8 @@ def test_two_processes_tune_multi_label_thresholds_on_every_validation_row_once(
     args = ["train", str(files["train"]), "--validation-file", str(files["validation"]), "--test-file",
             str(files["test"]), "--model", tiny_model_dir, "--output-dir", str(out), "--epochs", "2",
             "--batch-size", "8", "--learning-rate", "5e-3", "--max-length", "32", "--multi-label",
-            "--label-column", "labels", "--class-weights", "balanced"]
+            "--label-column", "labels", "--class-weights", "balanced",
+            "--small-data", "off"]  # one pass per epoch: 10 batches per process, not the step floor's 50
     proc = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=600,
                           env={**os.environ, "ACCELERATE_USE_CPU": "true"})
     assert proc.returncode == 0, proc.stderr[-3000:]

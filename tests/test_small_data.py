@@ -1,4 +1,4 @@
-"""The small-data policy: a tiny training set trains on every row, long enough, and says so."""
+"""The small-data policy: a tiny training set trains on every row, long enough, and says so; any set gets enough steps."""
 
 from __future__ import annotations
 
@@ -7,11 +7,15 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from nlp_transfer import TrainConfig, UserInputError, train
 from nlp_transfer import small_data
 
-from conftest import synthetic_rows, write_csv
+from conftest import crash_after, synthetic_rows, write_csv
+
+pytestmark = pytest.mark.step_floor
 
 
 @pytest.fixture
@@ -97,3 +101,71 @@ def test_lbfgs_feature_extraction_on_a_tiny_set_fits_on_every_row_and_cross_vali
     assert all(t["validation_score"] is None and t["cv_score"] is not None for t in fit["grid"])
     card = (Path(result.output_dir) / "README.md").read_text()
     assert "5-fold cross-validation on the training rows among 9 values" in card and "optimizer steps" not in card
+
+
+def test_a_set_of_many_rows_per_class_keeps_its_split_but_still_gets_enough_steps(tiny_set, tmp_path, caplog):
+    """No cliff at 50 rows per class: 60 per class keep the validation split, and the step floor still applies."""
+    train_csv = write_csv(tmp_path / "train120.csv", synthetic_rows(120, seed=4))
+    with caplog.at_level(logging.INFO, logger="nlp_transfer"):
+        result = train(tiny_set(train_file=str(train_csv), validation_split=0.1))
+    summary = result.summary
+    assert summary["label_counts"]["validation"] == {"neg": 6, "pos": 6}  # the split is held out as usual
+    assert summary["small_data"]["few_rows"] is False and summary["small_data"]["validation"] == ""
+    # 108 rows at batch size 16 are 7 steps an epoch, 14 in 2 epochs: 2 passes per epoch make 28 >= 24.
+    assert summary["small_data"]["passes_per_epoch"] == 2 and summary["optimizer_steps"] == 28
+    assert "too few to hold out" not in caplog.text and "--strategy contrastive" not in caplog.text
+    assert "2 passes over the 108 training rows per epoch" in caplog.text
+    card = (Path(result.output_dir) / "README.md").read_text()
+    assert "2 passes over the rows per epoch, for at least 24 optimizer steps" in card
+    assert "fewer than 50 per class" not in card
+
+
+def test_a_run_with_enough_steps_is_untouched_by_the_policy(tiny_set, tmp_path, monkeypatch):
+    monkeypatch.setattr(small_data, "MIN_STEPS", 10)
+    train_csv = write_csv(tmp_path / "train120.csv", synthetic_rows(120, seed=4))
+    result = train(tiny_set(train_file=str(train_csv), validation_split=0.1))
+    assert "small_data" not in result.summary and result.summary["optimizer_steps"] == 14
+    assert "Small data" not in (Path(result.output_dir) / "README.md").read_text()
+
+
+def test_the_step_floor_applies_to_a_regression_target(tiny_model_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(small_data, "MIN_STEPS", 12)
+    rows = [(text, str(float(label == "pos") * 4 + 1)) for text, label in synthetic_rows(40, seed=5)]
+    train_csv = write_csv(tmp_path / "scores.csv", rows, header=("text", "score"))
+    result = train(TrainConfig(train_file=str(train_csv), label_column="score", task="regression", model=tiny_model_dir,
+                               max_length=32, output_dir=str(tmp_path / "reg"), epochs=2, batch_size=16, seed=7))
+    small = result.summary["small_data"]
+    assert small["classes"] is None and small["few_rows"] is False and small["passes_per_epoch"] == 3
+    assert result.summary["label_counts"]["validation"]  # a regression set keeps its split
+    assert result.summary["optimizer_steps"] == 14  # 36 rows: 3 steps a pass, 3 passes (7 steps) per epoch
+
+
+def test_a_run_of_several_passes_per_epoch_resumes_exactly_after_a_crash(tiny_set, tmp_path):
+    """The repeated passes are one longer epoch: a crash inside the second pass resumes at the same batch."""
+    train_csv = write_csv(tmp_path / "train120.csv", synthetic_rows(120, seed=4))
+    config = dict(train_file=str(train_csv), validation_split=0.1, checkpoint_every=5)
+    reference = train(tiny_set(output_dir=str(tmp_path / "reference"), **config))
+    assert reference.summary["small_data"]["passes_per_epoch"] == 2  # 14 steps an epoch, 7 a pass
+    handle = crash_after(11)  # epoch 1, second pass, after the checkpoint at step 10
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_set(**config))
+    finally:
+        handle.remove()
+    resumed = train(tiny_set(resume="latest", **config))
+    assert resumed.metrics == reference.metrics
+    weights = [load_file(str(Path(r.output_dir) / "model.safetensors")) for r in (resumed, reference)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[1])
+    assert resumed.summary["history"] == reference.summary["history"]
+
+
+def test_the_floor_counts_each_process_s_steps(tiny_set, monkeypatch):
+    """N processes each take a batch per step: the same rows give 1/N of the steps, so more passes are needed."""
+    monkeypatch.setattr(small_data, "MIN_STEPS", 100)
+    config = tiny_set(epochs=2, batch_size=8)
+    plan = small_data.SmallData(rows=160, classes=2, rows_per_class=80.0, few_rows=False)
+    # One process: 20 batches a pass, 40 steps in 2 epochs; 3 passes give 2 x 60 = 120 >= 100.
+    assert small_data.passes_per_epoch(config, 160, plan) == 3
+    # Two processes: 10 steps each a pass; 5 passes give 2 x 50 = 100.
+    assert small_data.passes_per_epoch(config, 160, plan, processes=2) == 5
+    assert small_data.passes_per_epoch(config, 160, None, processes=2) == 1  # --small-data off
