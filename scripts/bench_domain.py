@@ -135,7 +135,7 @@ def _train_arm(arm: str, seed: int, args: argparse.Namespace, target: Path, enco
         test_file=str(data / "amazon_reviews_test.csv"), model=encoder if "adapt-lm" in arm else args.model,
         output_dir=str(work / f"{arm}-{seed}"), overwrite=True, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, max_length=args.max_length, seed=seed, keep_checkpoints=0,
-        max_train_samples=args.max_train_samples,
+        max_train_samples=args.max_train_samples, small_data="off",  # the --epochs budget as named (no step floor)
     )
     if arm.endswith("dann"):
         settings.update(strategy="dann", target_file=str(target), adversarial_weight=args.adversarial_weight,

@@ -52,6 +52,7 @@ def run_one(args: argparse.Namespace, files: dict[str, Path], work: Path, mode: 
         output_dir=str(work / name.replace(" ", "-")), overwrite=True, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.learning_rate, max_length=length, seed=args.seed, keep_checkpoints=0,
         max_train_samples=args.max_train_samples, long_text=mode, strategy=args.strategy,
+        small_data="off",  # the --epochs budget as named, for every mode alike (no step floor)
         **({"feature_cache_dir": str(work / "features")} if args.strategy == "feature-extraction" else {}),
     )
     started = time.perf_counter()

@@ -65,7 +65,7 @@ def train_model(directory: Path, train_file: Path) -> str:
     from nlp_transfer import TrainConfig, train
 
     config = TrainConfig(train_file=str(train_file), output_dir=str(directory / "model"), max_train_samples=1000,
-                         epochs=1, batch_size=32, max_length=64, learning_rate=2e-4, seed=13)
+                         epochs=1, batch_size=32, max_length=64, learning_rate=2e-4, seed=13, small_data="off")
     return train(config).output_dir
 
 

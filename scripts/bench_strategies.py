@@ -223,7 +223,8 @@ def main() -> int:
         for dataset in args.datasets:
             files = subset_files(dataset, args.train_rows, args.test_rows, args.seed, workdir)
             common = {"epochs": args.epochs, "max_length": MAX_LENGTH[dataset], "seed": args.seed,
-                      "batch_size": 32, "keep_checkpoints": 0}
+                      "batch_size": 32, "keep_checkpoints": 0,
+                      "small_data": "off"}  # the --epochs budget as named, one pass each (no step floor)
             rows = []
             for pooling in args.poolings:
                 for name, overrides in strategy_runs(args.runs):

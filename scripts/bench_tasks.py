@@ -67,7 +67,7 @@ def run(name: str, train_rows: list[dict], test_rows: list[dict], root: Path, ar
     folder = root / name
     folder.mkdir()
     values = dict(epochs=args.epochs, batch_size=32, learning_rate=args.learning_rate, seed=args.seed,
-                  keep_checkpoints=0)
+                  keep_checkpoints=0, small_data="off")  # the --epochs budget as named (no step floor)
     config = TrainConfig(
         train_file=write_rows(folder / "train.csv", train_rows), test_file=write_rows(folder / "test.csv", test_rows),
         output_dir=str(folder / "model"), **{**values, **settings})

@@ -87,6 +87,7 @@ def run_ours(args, files: dict) -> dict:
         model=args.model or DEFAULT_MODEL, output_dir=str(out), overwrite=True, epochs=args.epochs, batch_size=args.batch_size,
         eval_batch_size=64, learning_rate=args.learning_rate, max_length=args.max_length, seed=args.seed,
         mixed_precision=args.mixed_precision,
+        small_data="off",  # the Trainer's budget: one pass per epoch (no step floor)
     ))
     wall = time.perf_counter() - start
     s = result.summary
