@@ -8,8 +8,11 @@ more. On the 2-core CI machine that is about 10 ms of a 180 ms step, spent outsi
 profile names as the cause (it shows up as ``aten::fill_``).
 
 :func:`reuse_freed_memory` raises the mmap and trim thresholds for the duration of training, so
-freed blocks stay in the heap and the next step reuses pages that are already mapped. It changes
-where memory comes from, never what is computed. On other C libraries it does nothing.
+freed blocks stay in the heap and later steps reuse pages that are already mapped. It changes
+where memory comes from, never what is computed. On other C libraries it does nothing. The first
+few steps still grow the heap: a freed block lies below small blocks allocated after it, and an
+aligned request of the same size needs a few bytes more, until freed neighbours coalesce (a 64 MB
+block cycled alone: up to 8 cycles in tests/test_allocator.py).
 
 glibc has no call that reads its thresholds back, so the previous setting is the one the process
 started with: ``MALLOC_MMAP_THRESHOLD_`` / ``MALLOC_TRIM_THRESHOLD_`` or ``GLIBC_TUNABLES`` when the
