@@ -39,7 +39,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .data import PreparedData, column
 from .errors import UserInputError
 from .sampler import training_loader
-from .small_data import passes_per_epoch
+from . import small_data
 from .layers import encoder_of, layer_groups
 
 logger = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ def feature_loaders(model: nn.Module, data: PreparedData, tokenizer: Any, config
         if data.small_data is not None:  # one fit to convergence: no optimizer steps to add
             data.small_data.min_steps = 0
     else:  # a plain shuffle whose order depends only on (seed, epoch), so a resumed run sees the same batches
-        passes = passes_per_epoch(config, train.num_rows, data.small_data, processes)
+        passes = small_data.passes_per_epoch(config, train.num_rows, data.small_data, processes)
         train_loader = training_loader(train, np.zeros(train.num_rows), config.batch_size, config.seed,
                                        group_by_length=False, passes=passes)
     val_loader = DataLoader(splits["validation"], batch_size=config.eval_batch_size, shuffle=False) \

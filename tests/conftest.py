@@ -49,11 +49,10 @@ def pytest_configure(config):
     to 100 steps. In this process the floor applies only to sets with few rows per class, as it did before
     it applied at any size; tests marked ``step_floor`` (tests/test_small_data.py) get the real policy, and
     so do CLI runs in child processes (those pass --small-data off where their step counts matter)."""
-    from nlp_transfer import features, small_data
+    from nlp_transfer import small_data
 
     config.stash[REAL_PASSES] = small_data.passes_per_epoch
-    small_data.passes_per_epoch = features.passes_per_epoch = _few_rows_only(small_data.passes_per_epoch)
-
+    small_data.passes_per_epoch = _few_rows_only(small_data.passes_per_epoch)
 
 
 @pytest.fixture(autouse=True)
@@ -62,14 +61,14 @@ def _real_step_floor(request):
     if not request.node.get_closest_marker("step_floor"):
         yield
         return
-    from nlp_transfer import features, small_data
+    from nlp_transfer import small_data
 
     patched = small_data.passes_per_epoch
-    small_data.passes_per_epoch = features.passes_per_epoch = request.config.stash[REAL_PASSES]
+    small_data.passes_per_epoch = request.config.stash[REAL_PASSES]
     try:
         yield
     finally:
-        small_data.passes_per_epoch = features.passes_per_epoch = patched
+        small_data.passes_per_epoch = patched
 
 
 def requires_shared_data(*parts: str) -> Path:
